@@ -1,0 +1,77 @@
+"""The node's HTTP surface: health and metrics first, then Socket.IO.
+
+``/healthz`` and ``/metrics`` are answered before Socket.IO sees the request, so
+they work even when Socket.IO is served at ``/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import socketio
+
+from wsk.health import RedisMonitor
+from wsk.metrics import CONTENT_TYPE, Metrics
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class NodeApp:
+    """The WSGI application of one node."""
+
+    def __init__(
+        self,
+        sio: socketio.Server,
+        path: str,
+        node_name: str,
+        monitor: RedisMonitor,
+        metrics: Metrics,
+    ) -> None:
+        self.socketio_app = socketio.WSGIApp(sio, socketio_path=path)
+        self.sio = sio
+        self.node_name = node_name
+        self.monitor = monitor
+        self.metrics = metrics
+        self.draining = False
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return self.healthz(start_response)
+        if path == "/metrics":
+            body = self.metrics.render()
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE), _length(body)])
+            return [body]
+        if self.draining and "sid=" not in environ.get("QUERY_STRING", ""):
+            # a new session would be cut short: send the client elsewhere
+            return _json(start_response, "503 Service Unavailable", {"error": "node is draining"})
+        return self.socketio_app(environ, start_response)
+
+    def healthz(self, start_response: StartResponse) -> Iterable[bytes]:
+        """200 while the node serves and reaches Redis, 503 otherwise."""
+        healthy = self.monitor.up and not self.draining
+        body = {
+            "status": "ok" if healthy else "unavailable",
+            "node": self.node_name,
+            "redis": "up" if self.monitor.up else f"down: {self.monitor.error}",
+            "draining": self.draining,
+            "clients": len(self.sio.eio.sockets),
+        }
+        status = "200 OK" if healthy else "503 Service Unavailable"
+        return _json(start_response, status, body)
+
+
+def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
+    data = json.dumps(body).encode()
+    start_response(
+        status,
+        [("Content-Type", "application/json"), ("Cache-Control", "no-store"), _length(data)],
+    )
+    return [data]
+
+
+def _length(body: bytes) -> tuple[str, str]:
+    return ("Content-Length", str(len(body)))

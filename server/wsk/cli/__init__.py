@@ -1,0 +1,1 @@
+"""Command-line entry points: wsk-server, wsk-client, wsk-emit."""

@@ -1,0 +1,88 @@
+"""Prometheus metrics of one node, in a registry of its own."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import version
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from wsk import __version__
+
+# Event names come from clients: only these get a label of their own, so that a
+# client cannot grow the metrics without bound by inventing event names.
+KNOWN_EVENTS = frozenset(
+    {"connect", "disconnect", "test000", "whoami", "join", "leave", "publish", "okok", "message"}
+)
+OTHER_EVENT = "other"
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# the *_created series double the output and say nothing a scraper needs
+disable_created_metrics()
+
+
+def event_label(event: str) -> str:
+    """The label an event is counted under."""
+    return event if event in KNOWN_EVENTS else OTHER_EVENT
+
+
+class Metrics:
+    """The metrics a node exports on ``GET /metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.connected_clients = Gauge(
+            "wsk_connected_clients",
+            "Socket.IO clients connected to this node.",
+            registry=self.registry,
+        )
+        self.events_in = Counter(
+            "wsk_events_received",
+            "Events received from this node's clients, by event name.",
+            ["event"],
+            registry=self.registry,
+        )
+        self.events_out = Counter(
+            "wsk_events_sent",
+            "Events this node delivered to its clients (once per event, whatever the "
+            "number of recipients), by event name.",
+            ["event"],
+            registry=self.registry,
+        )
+        self.redis_publish_failures = Counter(
+            "wsk_redis_publish_failures",
+            "Messages this node could not publish to Redis.",
+            registry=self.registry,
+        )
+        self.redis_up = Gauge(
+            "wsk_redis_up",
+            "1 when this node's last Redis check succeeded, else 0.",
+            registry=self.registry,
+        )
+        self.heartbeats = Counter(
+            "wsk_heartbeats_sent",
+            "okok heartbeats this node broadcast to the cluster.",
+            registry=self.registry,
+        )
+        self.build = Info("wsk_build", "Versions this node runs.", registry=self.registry)
+        self.build.info(
+            {
+                "version": __version__,
+                "python_socketio": version("python-socketio"),
+                "python_engineio": version("python-engineio"),
+                "python": platform.python_version(),
+            }
+        )
+
+    def render(self) -> bytes:
+        """The metrics in Prometheus' text format."""
+        return generate_latest(self.registry)

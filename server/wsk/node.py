@@ -1,0 +1,152 @@
+"""One wsk node: builds the server from its Config, serves, and drains on SIGTERM.
+
+The caller must have monkey-patched the standard library with eventlet before
+importing this module (``wsk.cli.server`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+import time
+from types import FrameType
+
+import eventlet
+import eventlet.wsgi
+import socketio
+
+from wsk import events
+from wsk.app import NodeApp
+from wsk.config import Config
+from wsk.health import RedisMonitor
+from wsk.heartbeat import private_ipv4, run_heartbeat
+from wsk.manager import ClusterManager
+from wsk.metrics import Metrics
+
+log = logging.getLogger("wsk.node")
+
+# Descriptors a node keeps beyond one per connection: Redis, logs, the listener.
+SPARE_DESCRIPTORS = 64
+
+
+class Node:
+    """Owns a node's Socket.IO server, its listener and its lifecycle."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.manager = ClusterManager(config.redis_url, config.channel, metrics=self.metrics)
+        self.sio = socketio.Server(
+            async_mode="eventlet",
+            client_manager=self.manager,
+            cors_allowed_origins=_cors(config.cors_origins),
+            max_http_buffer_size=config.max_payload,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            logger=config.log_level == "debug",
+            engineio_logger=False,
+        )
+        events.register(self.sio, config.node_name, self.metrics)
+        self.monitor = RedisMonitor(config.redis_url, config.redis_url_for_logs, self.metrics)
+        self.app = NodeApp(self.sio, config.path, config.node_name, self.monitor, self.metrics)
+        self.host_ip = private_ipv4()
+        self._stop_requested = False
+
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain and return."""
+        config = self.config
+        raise_descriptor_limit(config.max_connections + SPARE_DESCRIPTORS)
+        listener = eventlet.listen((config.host, config.port), backlog=config.backlog)
+        log.info(
+            "node %s (%s) serving Socket.IO at %s on %s:%d, Redis %s, channel %r",
+            config.node_name,
+            self.host_ip,
+            config.path,
+            config.host,
+            config.port,
+            config.redis_url_for_logs,
+            config.channel,
+        )
+        self.monitor.check()
+        eventlet.spawn(self.monitor.run)
+        # subscribe to the cluster now rather than at the first client's connect;
+        # the manager's listener retries on its own while Redis is away
+        self.sio.manager_initialized = True
+        self.manager.initialize()
+        self.sio.start_background_task(
+            run_heartbeat,
+            self.sio,
+            config.node_name,
+            self.host_ip,
+            config.heartbeat_interval,
+            config.heartbeat_jitter,
+            self.metrics,
+        )
+        server = eventlet.spawn(
+            eventlet.wsgi.server,
+            listener,
+            self.app,
+            max_size=config.max_connections,
+            log=logging.getLogger("wsk.http"),
+            log_output=config.log_level == "debug",
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._request_stop)
+        while not self._stop_requested and not server.dead:
+            eventlet.sleep(0.2)
+        self.drain(listener, server)
+
+    def _request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_requested = True
+
+    def drain(self, listener: eventlet.greenio.GreenSocket, server: eventlet.GreenThread) -> None:
+        """Stop accepting, close every client's transport, wait for them to leave.
+
+        The transports are closed without an Engine.IO or Socket.IO close packet:
+        Socket.IO clients treat a server-side disconnect as final, but a lost
+        transport as a reason to reconnect, which takes them to another node.
+        """
+        started = time.monotonic()
+        self.app.draining = True
+        # leave the accept loop (the wsgi server then shuts idle keep-alive
+        # connections and waits for busy ones), and refuse connections from now on
+        server.kill(KeyboardInterrupt)
+        listener.close()
+        sockets = list(self.sio.eio.sockets.values())
+        log.info("draining: closing %d client transports", len(sockets))
+        for sock in sockets:
+            sock.close(wait=False, abort=True, reason=self.sio.eio.reason.SERVER_DISCONNECT)
+        with eventlet.Timeout(self.config.drain_timeout, False):
+            try:
+                server.wait()
+            except Exception:
+                log.debug("server loop ended", exc_info=True)
+        left = sum(1 for sock in self.sio.eio.sockets.values() if not sock.closed)
+        log.info(
+            "drained in %.1f s (%d transports still open); exiting",
+            time.monotonic() - started,
+            left,
+        )
+
+
+def raise_descriptor_limit(wanted: int) -> int:
+    """Raise this process' soft limit on open files towards ``wanted``; return the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < wanted:
+        log.warning(
+            "open files are limited to %d, below the %d that %d connections need; "
+            "raise LimitNOFILE",
+            soft,
+            wanted,
+            wanted - SPARE_DESCRIPTORS,
+        )
+    return soft
+
+
+def _cors(origins: str | tuple[str, ...]) -> str | list[str]:
+    return origins if isinstance(origins, str) else list(origins)
