@@ -1,0 +1,245 @@
+"""End-to-end checks of a deployed wsk cluster, from outside, through HAProxy.
+
+Molecule's verify.yml runs this file with the project's Python after the
+cluster has converged; every value comes from the environment:
+
+    WSK_VERIFY_URL             HAProxy's public side, e.g. http://127.0.0.1:8080
+    WSK_VERIFY_PATH            public Socket.IO path prefix, e.g. /wsk
+    WSK_VERIFY_COOKIE          HAProxy's stickiness cookie name
+    WSK_VERIFY_PROCESSES       every wsk process as host:port, comma-separated
+    WSK_VERIFY_STATS_URL       HAProxy's stats port, e.g. http://127.0.0.1:8404
+    WSK_VERIFY_STATS_USER      user and password of the stats port
+    WSK_VERIFY_STATS_PASSWORD
+    WSK_VERIFY_RELOAD_COMMAND  optional shell command that reloads HAProxy
+
+The clients are real python-socketio clients. The nodes must send okok
+heartbeats about every second (the demo inventory sets that).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+import requests
+import socketio
+
+URL = os.environ.get("WSK_VERIFY_URL", "http://127.0.0.1:8080")
+PATH = os.environ.get("WSK_VERIFY_PATH", "/wsk")
+COOKIE = os.environ.get("WSK_VERIFY_COOKIE", "WSKSRV")
+PROCESSES = {p for p in os.environ.get("WSK_VERIFY_PROCESSES", "").split(",") if p}
+HOSTS = {p.rsplit(":", 1)[0] for p in PROCESSES}
+STATS_URL = os.environ.get("WSK_VERIFY_STATS_URL", "http://127.0.0.1:8404")
+STATS_AUTH = (
+    os.environ.get("WSK_VERIFY_STATS_USER", "admin"),
+    os.environ.get("WSK_VERIFY_STATS_PASSWORD", ""),
+)
+RELOAD_COMMAND = os.environ.get("WSK_VERIFY_RELOAD_COMMAND", "")
+
+WEBSOCKET = ["websocket"]
+POLLING = ["polling"]
+UPGRADING = ["polling", "websocket"]
+# leastconn spreads clients over every process; this many reach every host.
+CLIENTS_PER_TEST = 8
+
+
+class Probe:
+    """A connected Socket.IO client that records what the cluster sends it."""
+
+    def __init__(self, transports: list[str]) -> None:
+        self.transports = transports
+        self.sio = socketio.Client(reconnection=False)
+        self.okok: list[dict] = []
+        self.messages: list[dict] = []
+        self.lock = threading.Lock()
+        self.sio.on("okok", self._on_okok)
+        self.sio.on("message", self._on_message)
+
+    def _on_okok(self, data: dict) -> None:
+        with self.lock:
+            self.okok.append(data)
+
+    def _on_message(self, data: dict) -> None:
+        with self.lock:
+            self.messages.append(data)
+
+    def connect(self) -> Probe:
+        self.sio.connect(
+            URL, socketio_path=PATH, transports=self.transports, wait_timeout=10
+        )
+        return self
+
+    def whoami(self) -> dict:
+        return self.sio.call("whoami", {}, timeout=10)
+
+    @property
+    def node(self) -> str:
+        return self.whoami()["node"]
+
+    @property
+    def host(self) -> str:
+        return self.node.rsplit(":", 1)[0]
+
+    def close(self) -> None:
+        if self.sio.connected:
+            self.sio.disconnect()
+
+
+@contextmanager
+def probes(transports: list[str], count: int = CLIENTS_PER_TEST) -> Iterator[list[Probe]]:
+    opened: list[Probe] = []
+    try:
+        for _ in range(count):
+            opened.append(Probe(transports).connect())
+        yield opened
+    finally:
+        for probe in opened:
+            probe.close()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}")
+
+
+def one_per_host(clients: list[Probe]) -> dict[str, Probe]:
+    """A client on each host, or fail naming the hosts that got none."""
+    found: dict[str, Probe] = {}
+    for probe in clients:
+        found.setdefault(probe.host, probe)
+    assert set(found) == HOSTS, f"clients landed on {sorted(found)}, not on all of {sorted(HOSTS)}"
+    return found
+
+
+def test_the_inventory_names_processes_on_two_hosts_at_least():
+    assert len(HOSTS) >= 2, f"WSK_VERIFY_PROCESSES={sorted(PROCESSES)}"
+
+
+@pytest.mark.parametrize(
+    "transports",
+    [WEBSOCKET, POLLING, UPGRADING],
+    ids=["websocket-only", "polling-only", "upgrading"],
+)
+def test_clients_connect_through_the_prefix_and_land_on_every_node(transports):
+    with probes(transports) as clients:
+        nodes = [probe.whoami() for probe in clients]
+        assert all(n["sid"] for n in nodes)
+        assert {n["node"] for n in nodes} <= PROCESSES
+        one_per_host(clients)
+        if transports == UPGRADING:
+            wait_for(
+                lambda: all(p.sio.transport() == "websocket" for p in clients),
+                15,
+                "every upgrading client to move to websocket",
+            )
+            # Upgraded through HAProxy, each is still served by the same node.
+            assert [probe.whoami() for probe in clients] == nodes
+
+
+def test_polling_clients_stay_on_their_node_across_poll_cycles():
+    with probes(POLLING) as clients:
+        first = {id(p): p.whoami() for p in clients}
+        for probe in clients:
+            assert COOKIE in probe.sio.eio.http.cookies, "HAProxy set no stickiness cookie"
+        # Each okok ends a long poll, so every second is one more poll cycle
+        # (and each whoami one more POST), all of which must reach the same node.
+        started = time.monotonic()
+        while time.monotonic() - started < 6:
+            for probe in clients:
+                assert probe.sio.connected
+                assert probe.whoami() == first[id(probe)]
+            time.sleep(0.5)
+        for probe in clients:
+            assert len(probe.okok) >= 4, "fewer poll cycles than expected"
+            assert probe.sio.transport() == "polling"
+        one_per_host(clients)
+
+
+def test_a_publish_on_one_node_reaches_clients_on_the_others():
+    room = f"verify-{uuid.uuid4().hex[:8]}"
+    with probes(WEBSOCKET) as websockets, probes(POLLING) as polls:
+        clients = websockets + polls
+        for probe in clients:
+            assert probe.sio.call("join", {"room": room}, timeout=10)["room"] == room
+        by_host = one_per_host(clients)
+        for host, publisher in by_host.items():
+            payload = f"from-{host}-{uuid.uuid4().hex[:8]}"
+            ack = publisher.sio.call("publish", {"room": room, "data": payload}, timeout=10)
+            assert ack["node"].rsplit(":", 1)[0] == host
+
+            def everyone_got_it(payload=payload):
+                return all(
+                    any(m["data"] == payload for m in probe.messages) for probe in clients
+                )
+
+            wait_for(everyone_got_it, 10, f"{payload} to reach every client")
+            for probe in clients:
+                message = next(m for m in probe.messages if m["data"] == payload)
+                assert message["room"] == room
+                assert message["node"].rsplit(":", 1)[0] == host
+                assert message["from"] == publisher.sio.get_sid()
+
+
+def test_okok_heartbeats_arrive_from_every_process():
+    with probes(WEBSOCKET, count=2) as clients:
+        def heard(probe):
+            with probe.lock:
+                return {beat["node"] for beat in probe.okok}
+
+        wait_for(
+            lambda: all(heard(p) >= PROCESSES for p in clients),
+            20,
+            f"okok from every process {sorted(PROCESSES)}",
+        )
+        beat = clients[0].okok[-1]
+        assert set(beat) >= {"node", "host", "text"}
+
+
+def test_the_public_side_serves_only_the_prefix():
+    assert requests.get(f"{URL}/", timeout=5).status_code == 404
+    assert requests.get(f"{URL}{PATH}/metrics", timeout=5).status_code == 404
+    health = requests.get(f"{URL}{PATH}/healthz", timeout=5)
+    assert health.status_code == 200
+    assert health.json()["node"] in PROCESSES
+
+
+def test_the_stats_port_wants_its_password():
+    for path in ("/stats", "/metrics"):
+        assert requests.get(f"{STATS_URL}{path}", timeout=5).status_code == 401
+        wrong = requests.get(f"{STATS_URL}{path}", auth=(STATS_AUTH[0], "wrong"), timeout=5)
+        assert wrong.status_code == 401
+    stats = requests.get(f"{STATS_URL}/stats;csv", auth=STATS_AUTH, timeout=5)
+    assert stats.status_code == 200
+    up = {
+        row.split(",")[1]
+        for row in stats.text.splitlines()
+        if row.startswith("wsk,") and row.split(",")[17] == "UP"
+    }
+    assert {p.replace(":", "-") for p in PROCESSES} <= up
+    metrics = requests.get(f"{STATS_URL}/metrics", auth=STATS_AUTH, timeout=5)
+    assert metrics.status_code == 200
+    assert "haproxy_backend_active_servers" in metrics.text
+
+
+@pytest.mark.skipif(not RELOAD_COMMAND, reason="WSK_VERIFY_RELOAD_COMMAND is not set")
+def test_a_haproxy_reload_keeps_open_websockets():
+    with probes(WEBSOCKET, count=4) as clients:
+        before = [probe.whoami() for probe in clients]
+        subprocess.run(shlex.split(RELOAD_COMMAND), check=True, timeout=60)
+        time.sleep(2)
+        for probe in clients:
+            assert probe.sio.connected
+        assert [probe.whoami() for probe in clients] == before
+        with probes(WEBSOCKET, count=1) as late:
+            assert late[0].whoami()["node"] in PROCESSES
