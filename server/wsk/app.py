@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 import socketio
 
+from wsk.guard import BadPayload, close_session, read_polling_post
 from wsk.health import RedisMonitor
 from wsk.metrics import CONTENT_TYPE, Metrics
 
@@ -29,12 +31,14 @@ class NodeApp:
         node_name: str,
         monitor: RedisMonitor,
         metrics: Metrics,
+        max_payload: int,
     ) -> None:
         self.socketio_app = socketio.WSGIApp(sio, socketio_path=path)
         self.sio = sio
         self.node_name = node_name
         self.monitor = monitor
         self.metrics = metrics
+        self.max_payload = max_payload
         self.draining = False
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -45,9 +49,17 @@ class NodeApp:
             body = self.metrics.render()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE), _length(body)])
             return [body]
-        if self.draining and "sid=" not in environ.get("QUERY_STRING", ""):
+        sid = _session_id(environ)
+        if sid is None and self.draining:
             # a new session would be cut short: send the client elsewhere
             return _json(start_response, "503 Service Unavailable", {"error": "node is draining"})
+        if sid is not None and environ.get("REQUEST_METHOD") == "POST":
+            try:
+                read_polling_post(environ, self.max_payload)
+            except BadPayload as exc:
+                self.sio.eio.count_protocol_error()
+                close_session(self.sio.eio, sid, self.sio.reason.SERVER_DISCONNECT)
+                return _json(start_response, exc.status, {"error": exc.reason})
         return self.socketio_app(environ, start_response)
 
     def healthz(self, start_response: StartResponse) -> Iterable[bytes]:
@@ -62,6 +74,14 @@ class NodeApp:
         }
         status = "200 OK" if healthy else "503 Service Unavailable"
         return _json(start_response, status, body)
+
+
+def _session_id(environ: dict[str, Any]) -> str | None:
+    """The Engine.IO session a request belongs to; None for a handshake."""
+    query = environ.get("QUERY_STRING", "")
+    if "sid=" not in query:
+        return None
+    return parse_qs(query).get("sid", [None])[0]
 
 
 def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:

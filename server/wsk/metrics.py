@@ -68,6 +68,11 @@ class Metrics:
             "1 when this node's last Redis check succeeded, else 0.",
             registry=self.registry,
         )
+        self.protocol_errors = Counter(
+            "wsk_protocol_errors",
+            "Requests refused because they were too large or not Engine.IO.",
+            registry=self.registry,
+        )
         self.heartbeats = Counter(
             "wsk_heartbeats_sent",
             "okok heartbeats this node broadcast to the cluster.",

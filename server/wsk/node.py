@@ -14,11 +14,11 @@ from types import FrameType
 
 import eventlet
 import eventlet.wsgi
-import socketio
 
 from wsk import events
 from wsk.app import NodeApp
 from wsk.config import Config
+from wsk.guard import GuardedServer
 from wsk.health import RedisMonitor
 from wsk.heartbeat import private_ipv4, run_heartbeat
 from wsk.manager import ClusterManager
@@ -37,7 +37,7 @@ class Node:
         self.config = config
         self.metrics = Metrics()
         self.manager = ClusterManager(config.redis_url, config.channel, metrics=self.metrics)
-        self.sio = socketio.Server(
+        self.sio = GuardedServer(
             async_mode="eventlet",
             client_manager=self.manager,
             cors_allowed_origins=_cors(config.cors_origins),
@@ -47,9 +47,17 @@ class Node:
             logger=config.log_level == "debug",
             engineio_logger=False,
         )
+        self.sio.count_protocol_errors_in(self.metrics.protocol_errors)
         events.register(self.sio, config.node_name, self.metrics)
         self.monitor = RedisMonitor(config.redis_url, config.redis_url_for_logs, self.metrics)
-        self.app = NodeApp(self.sio, config.path, config.node_name, self.monitor, self.metrics)
+        self.app = NodeApp(
+            self.sio,
+            config.path,
+            config.node_name,
+            self.monitor,
+            self.metrics,
+            config.max_payload,
+        )
         self.host_ip = private_ipv4()
         self._stop_requested = False
 
@@ -57,7 +65,11 @@ class Node:
         """Serve until SIGTERM or SIGINT, then drain and return."""
         config = self.config
         raise_descriptor_limit(config.max_connections + SPARE_DESCRIPTORS)
-        listener = eventlet.listen((config.host, config.port), backlog=config.backlog)
+        # no SO_REUSEPORT (eventlet's default): a second process on the same port
+        # would silently share its connections and break sticky sessions
+        listener = eventlet.listen(
+            (config.host, config.port), backlog=config.backlog, reuse_port=False
+        )
         log.info(
             "node %s (%s) serving Socket.IO at %s on %s:%d, Redis %s, channel %r",
             config.node_name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -56,6 +57,7 @@ def _positionals(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Connect, then print events until the time is up or the cluster stays away too long."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `wsk-client | head` ends quietly
     args = options.parse(
         "wsk-client",
         "Connect to a wsk cluster and print every event it sends.",
