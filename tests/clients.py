@@ -1,0 +1,75 @@
+"""A python-socketio client that records what it receives, for the tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import socketio
+
+from processes import wait_until
+
+TRANSPORTS = {"websocket": ["websocket"], "polling": ["polling"], "both": ["polling", "websocket"]}
+
+
+class RecordingClient:
+    """Connects, records every event with its arguments, and answers waits on them."""
+
+    def __init__(self, reconnection: bool = True) -> None:
+        self.sio = socketio.Client(
+            reconnection=reconnection,
+            reconnection_delay=0.2,
+            reconnection_delay_max=1,
+            randomization_factor=0,
+            handle_sigint=False,
+        )
+        self.events: list[tuple[str, Any]] = []
+        self.connects = 0
+        self.disconnects: list[Any] = []
+        self.lock = threading.Lock()
+        self.sio.on("*", self._record)
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+
+    def _record(self, event: str, *args: Any) -> None:
+        with self.lock:
+            self.events.append((event, args[0] if len(args) == 1 else args))
+
+    def _on_connect(self) -> None:
+        with self.lock:
+            self.connects += 1
+
+    def _on_disconnect(self, reason: Any = None) -> None:
+        with self.lock:
+            self.disconnects.append(reason)
+
+    def connect(
+        self, url: str, path: str = "/wsk", transport: str = "websocket", wait_timeout: float = 5
+    ) -> RecordingClient:
+        self.sio.connect(
+            url, socketio_path=path, transports=TRANSPORTS[transport], wait_timeout=wait_timeout
+        )
+        return self
+
+    def call(self, event: str, data: Any = None, timeout: float = 5) -> Any:
+        return self.sio.call(event, data, timeout=timeout)
+
+    def node(self) -> str:
+        return self.call("whoami")["node"]
+
+    def received(self, event: str) -> list[Any]:
+        with self.lock:
+            return [data for name, data in self.events if name == event]
+
+    def wait_for(self, event: str, predicate=lambda data: True, timeout: float = 10) -> Any:
+        def found():
+            return next((d for d in self.received(event) if predicate(d)), None)
+
+        return wait_until(found, timeout, what=f"event {event!r}")
+
+    def close(self) -> None:
+        self.sio.shutdown()
+        deadline = time.monotonic() + 5
+        while self.sio.connected and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -1,0 +1,233 @@
+"""Real processes for the tests: redis-server, wsk-server and haproxy on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+BIN = Path(sys.executable).parent
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def require(program: str) -> str:
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin")
+    if path is None:
+        raise RuntimeError(f"{program} is not installed: run 'make test', which installs it")
+    return path
+
+
+class Process:
+    """A child process whose output goes to a log file kept for failed tests."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class RedisServer(Process):
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
+        super().__init__("redis", workdir)
+        self.port = free_port()
+        self.password = password
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{LOOPBACK}:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        argv = [require("redis-server"), "--port", str(self.port), "--bind", LOOPBACK]
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.spawn(argv)
+        wait_until(self.answers, 10, what="redis-server to answer")
+        return self
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
+                if self.password:
+                    sock.sendall(f"AUTH {self.password}\r\n".encode())
+                    sock.recv(64)
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class WskNode(Process):
+    def __init__(self, workdir: Path, name: str, redis_url: str, **options: object) -> None:
+        super().__init__(name, workdir)
+        self.port = free_port()
+        self.node_name = name
+        self.options = {
+            "host": LOOPBACK,
+            "port": self.port,
+            "node-name": name,
+            "redis-url": redis_url,
+            "heartbeat-interval": 0.5,
+            "heartbeat-jitter": 0,
+            "ping-interval": 1,
+            "ping-timeout": 3,
+            "drain-timeout": 5,
+        }
+        self.options.update({key.replace("_", "-"): value for key, value in options.items()})
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self, wait_healthy: bool = True) -> WskNode:
+        argv = [str(BIN / "wsk-server")]
+        for key, value in self.options.items():
+            argv += [f"--{key}", str(value)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WSK_")}
+        self.spawn(argv, env)
+        wait_until(self.listening, 15, what=f"{self.name} to listen")
+        if wait_healthy:
+            wait_until(lambda: self.health()[0] == 200, 15, what=f"{self.name} to be healthy")
+        return self
+
+    def listening(self) -> bool:
+        if not self.running:
+            raise AssertionError(f"{self.name} exited:\n{self.log()}")
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, self.port), 0.5):
+            return True
+        return False
+
+    def health(self) -> tuple[int, dict]:
+        response = requests.get(self.url + "/healthz", timeout=5)
+        return response.status_code, response.json()
+
+    def terminate(self) -> None:
+        self.signal(signal.SIGTERM)
+
+
+HAPROXY_CONFIG = """\
+global
+    # each proxied connection takes two descriptors; these machines allow 20000
+    maxconn 9000
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 1h
+    option redispatch
+    retries 3
+
+frontend public
+    bind {bind}
+    http-request deny deny_status 404 unless {{ path /wsk }} || {{ path_beg /wsk/ }}
+    default_backend wsk
+
+backend wsk
+    balance {balance}
+    option httpchk GET /healthz
+    http-check expect status 200
+    http-request replace-path ^/wsk/?(.*) /\\1
+{cookie}{servers}
+"""
+
+
+class HAProxy(Process):
+    """HAProxy in front of the nodes, with the /wsk -> / rewrite and, when sticky, a cookie."""
+
+    COOKIE = "WSKID"
+
+    def __init__(self, workdir: Path, nodes: list[WskNode], sticky: bool = True) -> None:
+        super().__init__("haproxy", workdir)
+        self.port = free_port()
+        self.config_path = workdir / "haproxy.cfg"
+        cookie = f"    cookie {self.COOKIE} insert indirect nocache httponly\n" if sticky else ""
+        servers = "".join(
+            f"    server {node.name} {LOOPBACK}:{node.port} check inter 300ms fall 2 rise 2"
+            + (f" cookie {node.name}" if sticky else "")
+            + "\n"
+            for node in nodes
+        )
+        self.config_path.write_text(
+            HAPROXY_CONFIG.format(
+                bind=f"{LOOPBACK}:{self.port}",
+                balance="leastconn" if sticky else "roundrobin",
+                cookie=cookie,
+                servers=servers,
+            )
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> HAProxy:
+        haproxy = require("haproxy")
+        check = subprocess.run(
+            [haproxy, "-c", "-f", str(self.config_path)], capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        self.spawn([haproxy, "-db", "-f", str(self.config_path)])
+        wait_until(self.listening, 10, what="haproxy to listen")
+        return self
+
+    def listening(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, self.port), 0.5):
+            return True
+        return False

@@ -1,0 +1,107 @@
+"""Node's socket.io-client, a second implementation, against the cluster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from processes import wait_until
+
+NODE_DIR = Path(__file__).parent / "node"
+
+pytestmark = pytest.mark.skipif(
+    not (NODE_DIR / "node_modules" / "socket.io-client").is_dir() or not shutil.which("node"),
+    reason="socket.io-client is not installed: 'make test' installs it",
+)
+
+
+class NodeClient:
+    """Runs tests/node/client.js and collects the JSON lines it prints."""
+
+    def __init__(self, url: str, transports: str, seconds: float = 30) -> None:
+        self.proc = subprocess.Popen(
+            ["node", str(NODE_DIR / "client.js"), url, "/wsk", transports, str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[dict] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def send(self, event: str, data) -> None:
+        self.proc.stdin.write(json.dumps({"event": event, "data": data}) + "\n")
+        self.proc.stdin.flush()
+
+    def nodes(self) -> list[str]:
+        return [line["data"]["node"] for line in self.lines if line["what"] == "whoami"]
+
+    def events(self, name: str) -> list:
+        return [
+            line["data"]["args"][0]
+            for line in list(self.lines)
+            if line["what"] == "event" and line["data"]["event"] == name
+        ]
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def node_clients():
+    clients: list[NodeClient] = []
+    yield clients
+    for client in clients:
+        client.stop()
+
+
+@pytest.mark.parametrize("transports", ["websocket", "polling", "polling,websocket"])
+def test_node_clients_move_to_the_other_node_on_sigterm(cluster, node_clients, transports):
+    cluster.start()
+    for _ in range(4):
+        node_clients.append(NodeClient(cluster.haproxy.url, transports))
+    wait_until(lambda: all(c.nodes() for c in node_clients), 15, what="whoami answers")
+    leaving = cluster.nodes[0]
+    movers = [c for c in node_clients if c.nodes()[0] == leaving.name]
+    assert 0 < len(movers) < len(node_clients)
+
+    leaving.signal(signal.SIGTERM)
+    assert leaving.proc.wait(timeout=15) == 0
+
+    for client in movers:
+        wait_until(lambda c=client: c.nodes()[1:] == ["node2"], 10, what="a reconnect to node2")
+        reasons = [line["data"] for line in client.lines if line["what"] == "disconnect"]
+        assert reasons and reasons[0] != "io server disconnect"
+
+
+def test_python_and_node_clients_on_different_nodes_exchange_messages(cluster, node_clients):
+    cluster.start()
+    js = NodeClient(cluster.haproxy.url, "websocket")
+    node_clients.append(js)
+    wait_until(js.nodes, 15, what="the Node client to connect")
+    other = next(n for n in cluster.nodes if n.name != js.nodes()[0])
+    py = cluster.node_client(other)
+    marker = uuid.uuid4().hex
+
+    py.call("publish", {"data": marker})
+    js.send("publish", {"data": "from node " + marker})
+
+    wait_until(lambda: any(m["data"] == marker for m in js.events("message")), 10, what="relay")
+    py.wait_for("message", lambda m: m["data"] == "from node " + marker)
+    wait_until(
+        lambda: {b["node"] for b in js.events("okok")} == {"node1", "node2"},
+        10,
+        what="heartbeats of both nodes",
+    )

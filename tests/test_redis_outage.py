@@ -1,0 +1,74 @@
+"""Redis goes away and comes back: health follows it, relay resumes, no node restarts."""
+
+from __future__ import annotations
+
+import uuid
+
+from processes import wait_until
+
+
+def test_healthz_turns_503_when_redis_stops_and_200_when_it_returns(cluster):
+    cluster.start()
+    node = cluster.nodes[0]
+    assert node.health() == (200, node.health()[1])
+    assert node.health()[1]["redis"] == "up"
+
+    cluster.redis.stop()
+    status, body = wait_until(lambda: _unhealthy(node), 10, what="healthz to turn 503")
+    assert status == 503 and body["redis"].startswith("down")
+
+    cluster.redis.start()
+    wait_until(lambda: node.health()[0] == 200, 10, what="healthz to turn 200 again")
+    assert "Redis at redis://127.0.0.1" in node.log() and "is unreachable" in node.log()
+
+
+def test_relay_resumes_after_a_redis_restart_without_restarting_nodes(cluster):
+    cluster.start()
+    a = cluster.node_client(cluster.nodes[0])
+    b = cluster.node_client(cluster.nodes[1])
+    pids = [node.proc.pid for node in cluster.nodes]
+
+    cluster.redis.stop()
+    wait_until(lambda: all(_unhealthy(n) for n in cluster.nodes), 10, what="nodes to see it")
+    cluster.redis.start()
+    wait_until(lambda: all(n.health()[0] == 200 for n in cluster.nodes), 10, what="health")
+
+    def relayed():
+        marker = uuid.uuid4().hex
+        a.call("publish", {"data": marker})
+        try:
+            b.wait_for("message", lambda m: m["data"] == marker, timeout=1)
+        except AssertionError:
+            return False
+        return True
+
+    wait_until(relayed, 15, what="a publish on node1 to reach node2")
+    assert [node.proc.pid for node in cluster.nodes] == pids
+    assert all(node.running for node in cluster.nodes)
+    assert a.sio.connected and b.sio.connected
+
+
+def test_a_node_started_before_redis_waits_for_it_and_then_serves(cluster, tmp_path):
+    from processes import RedisServer, WskNode
+
+    redis = RedisServer(tmp_path)
+    node = WskNode(tmp_path, "early", redis.url)
+    cluster.nodes.append(node)
+    cluster.redis = redis
+    node.start(wait_healthy=False)
+
+    status, body = node.health()
+    assert status == 503 and body["redis"].startswith("down")
+    wait_until(lambda: "is unreachable" in node.log(), 5, what="the node to log it")
+
+    redis.start()
+    wait_until(lambda: node.health()[0] == 200, 10, what="healthz to turn 200")
+    client = cluster.node_client(node)
+    marker = uuid.uuid4().hex
+    client.call("publish", {"data": marker})
+    client.wait_for("message", lambda m: m["data"] == marker)
+
+
+def _unhealthy(node):
+    status, body = node.health()
+    return (status, body) if status == 503 else None

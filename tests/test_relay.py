@@ -1,0 +1,162 @@
+"""Events cross nodes: publish, rooms, heartbeats, wsk-emit and wsk-client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+from processes import BIN
+
+
+def clients_on_both_nodes(cluster, count=4, transport="websocket"):
+    """Connect through HAProxy until each node has a client; return them by node."""
+    by_node: dict[str, list] = {}
+    for _ in range(count):
+        client = cluster.client(transport)
+        by_node.setdefault(client.node(), []).append(client)
+    assert set(by_node) == {node.name for node in cluster.nodes}, by_node
+    return by_node
+
+
+def test_publish_on_one_node_reaches_clients_of_the_other(shared_cluster):
+    by_node = clients_on_both_nodes(shared_cluster)
+    sender = by_node["node1"][0]
+    text = uuid.uuid4().hex
+
+    ack = sender.call("publish", {"data": {"text": text}})
+
+    assert ack == {"node": "node1"}
+    for clients in by_node.values():
+        for client in clients:
+            message = client.wait_for("message", lambda m: m["data"] == {"text": text})
+            assert message["node"] == "node1"
+            assert message["from"] == sender.sio.get_sid()
+            assert message["room"] is None
+
+
+def test_publish_to_a_room_reaches_its_members_on_every_node_and_no_one_else(shared_cluster):
+    by_node = clients_on_both_nodes(shared_cluster)
+    room = "room-" + uuid.uuid4().hex[:8]
+    members = [by_node["node1"][0], by_node["node2"][0]]
+    outsiders = [c for clients in by_node.values() for c in clients if c not in members]
+    for member in members:
+        assert member.call("join", {"room": room})["room"] == room
+    marker = uuid.uuid4().hex
+
+    members[1].call("publish", {"room": room, "data": marker})
+    # a broadcast sent after the room message: once an outsider has it, the room
+    # message would have arrived before it if it had been sent to the outsider
+    members[1].call("publish", {"data": "after-" + marker})
+
+    for member in members:
+        assert member.wait_for("message", lambda m: m["data"] == marker)["room"] == room
+    for outsider in outsiders:
+        outsider.wait_for("message", lambda m: m["data"] == "after-" + marker)
+        assert marker not in [m["data"] for m in outsider.received("message")]
+
+
+def test_a_client_that_leaves_a_room_no_longer_receives_it(shared_cluster):
+    by_node = clients_on_both_nodes(shared_cluster)
+    leaver, stayer = by_node["node1"][0], by_node["node2"][0]
+    room = "room-" + uuid.uuid4().hex[:8]
+    leaver.call("join", {"room": room})
+    stayer.call("join", {"room": room})
+    leaver.call("leave", {"room": room})
+
+    stayer.call("publish", {"room": room, "data": "first"})
+    stayer.call("publish", {"data": "second"})
+
+    stayer.wait_for("message", lambda m: m["data"] == "first")
+    leaver.wait_for("message", lambda m: m["data"] == "second")
+    assert "first" not in [m["data"] for m in leaver.received("message")]
+
+
+def test_room_and_publish_payloads_are_checked(shared_cluster):
+    client = shared_cluster.client()
+    assert "error" in client.call("join", {"room": ""})
+    assert "error" in client.call("join", "not an object")
+    assert "error" in client.call("publish", {"room": "r"})
+    assert "error" in client.call("publish", {"data": 1, "room": 5})
+    assert client.call("publish", {"data": "still served"}) == {"node": client.node()}
+
+
+def test_heartbeats_from_every_node_reach_clients_of_every_node(shared_cluster):
+    by_node = clients_on_both_nodes(shared_cluster)
+    for clients in by_node.values():
+        for node in shared_cluster.nodes:
+            beat = clients[0].wait_for("okok", lambda b, name=node.name: b["node"] == name)
+            assert beat["host"] and beat["text"] == f"I am the host: {beat['host']}. I am healthy."
+
+
+def test_wsk_emit_reaches_clients_on_every_node(shared_cluster):
+    by_node = clients_on_both_nodes(shared_cluster)
+    marker = uuid.uuid4().hex
+
+    result = subprocess.run(
+        [BIN / "wsk-emit", "--redis-url", shared_cluster.redis.url, "news", json.dumps(marker)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "to 2 node(s)" in result.stdout
+    for clients in by_node.values():
+        for client in clients:
+            client.wait_for("news", lambda data: data == marker)
+
+
+def test_wsk_emit_to_a_room_reaches_only_that_room(shared_cluster):
+    by_node = clients_on_both_nodes(shared_cluster)
+    member, outsider = by_node["node2"][0], by_node["node1"][0]
+    room = "room-" + uuid.uuid4().hex[:8]
+    member.call("join", {"room": room})
+
+    emit = [BIN / "wsk-emit", "--redis-url", shared_cluster.redis.url]
+    subprocess.run([*emit, "--room", room, "news", "--text", "for the room"], check=True)
+    subprocess.run([*emit, "news", "--text", "for all"], check=True)
+
+    member.wait_for("news", lambda data: data == "for the room")
+    outsider.wait_for("news", lambda data: data == "for all")
+    assert "for the room" not in outsider.received("news")
+
+
+def test_wsk_emit_says_so_when_redis_is_unreachable(shared_cluster):
+    dead = "redis://127.0.0.1:1/0"
+    result = subprocess.run(
+        [BIN / "wsk-emit", "--redis-url", dead, "news", "1"], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"wsk-emit: error: cannot publish to Redis at {dead}\n"
+
+
+def test_wsk_client_prints_heartbeats_and_sends_test000(shared_cluster):
+    options = ["--send-interval", "0.5", "--duration", "3", "--room", "lobby"]
+    result = subprocess.run(
+        [BIN / "wsk-client", shared_cluster.haproxy.url, *options],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(" connected " in line for line in lines)
+    assert any('join {"node":' in line for line in lines)
+    assert {n.name for n in shared_cluster.nodes} <= {
+        json.loads(line.split(" okok ", 1)[1])["node"] for line in lines if " okok " in line
+    }
+    logs = "".join(node.log() for node in shared_cluster.nodes)
+    assert "test000 from" in logs
+
+
+def test_wsk_client_gives_up_after_its_disconnected_budget(tmp_path):
+    result = subprocess.run(
+        [BIN / "wsk-client", "http://127.0.0.1:1", "--max-disconnected", "1.5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "no connection for 1.5 s; giving up" in result.stdout
