@@ -72,3 +72,36 @@ def test_a_node_started_before_redis_waits_for_it_and_then_serves(cluster, tmp_p
 def _unhealthy(node):
     status, body = node.health()
     return (status, body) if status == 503 else None
+
+
+def test_nodes_reach_a_redis_that_requires_a_password(cluster, tmp_path):
+    from processes import RedisServer, WskNode
+
+    redis = RedisServer(tmp_path, password="s3cret/with:odd@chars")
+    redis.start()
+    cluster.redis = redis
+    quoted = "s3cret%2Fwith%3Aodd%40chars"
+    url = f"redis://:{quoted}@127.0.0.1:{redis.port}/0"
+    nodes = [WskNode(tmp_path, f"auth{i}", url).start() for i in (1, 2)]
+    cluster.nodes.extend(nodes)
+    a, b = (cluster.node_client(node) for node in nodes)
+
+    a.call("publish", {"data": "through an authenticated Redis"})
+
+    b.wait_for("message", lambda m: m["data"] == "through an authenticated Redis")
+    assert "s3cret" not in nodes[0].log()
+
+
+def test_a_wrong_redis_password_keeps_the_node_unhealthy_and_says_why(cluster, tmp_path):
+    from processes import RedisServer, WskNode
+
+    redis = RedisServer(tmp_path, password="right").start()
+    cluster.redis = redis
+    node = WskNode(tmp_path, "wrongpw", f"redis://:wrong@127.0.0.1:{redis.port}/0")
+    cluster.nodes.append(node)
+    node.start(wait_healthy=False)
+
+    status, body = node.health()
+    assert status == 503
+    assert "invalid" in body["redis"].lower() or "auth" in body["redis"].lower()
+    assert ":***@127.0.0.1" in node.log() and ":wrong@" not in node.log()
