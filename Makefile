@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # PACKAGE:COMMAND is skipped where COMMAND exists already
-OS_PACKAGES := redis-server haproxy curl nodejs:node npm:npm
+OS_PACKAGES := redis-server haproxy curl openssl nodejs:node npm:npm
 VENV_PACKAGE := $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
 
 .PHONY: help demo demo-local demo-local-stop test lint pytest os-packages clean

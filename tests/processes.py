@@ -81,19 +81,31 @@ class Process:
 
 
 class RedisServer(Process):
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, password: str | None = None, tls: bool = False) -> None:
         super().__init__("redis", workdir)
         self.port = free_port()
         self.password = password
+        self.tls_dir = workdir / "redis-tls" if tls else None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls_dir:
+            ca = self.tls_dir / "ca.crt"
+            return f"rediss://{auth}{LOOPBACK}:{self.port}/0?ssl_ca_certs={ca}"
         return f"redis://{auth}{LOOPBACK}:{self.port}/0"
 
     def start(self) -> RedisServer:
-        argv = [require("redis-server"), "--port", str(self.port), "--bind", LOOPBACK]
+        argv = [require("redis-server"), "--bind", LOOPBACK]
         argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        if self.tls_dir:
+            make_certificates(self.tls_dir)
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            argv += ["--tls-cert-file", str(self.tls_dir / "server.crt")]
+            argv += ["--tls-key-file", str(self.tls_dir / "server.key")]
+            argv += ["--tls-ca-cert-file", str(self.tls_dir / "ca.crt")]
+        else:
+            argv += ["--port", str(self.port)]
         if self.password:
             argv += ["--requirepass", self.password]
         self.spawn(argv)
@@ -101,6 +113,8 @@ class RedisServer(Process):
         return self
 
     def answers(self) -> bool:
+        if self.tls_dir:
+            return self.listening()
         try:
             with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
                 if self.password:
@@ -110,6 +124,56 @@ class RedisServer(Process):
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+    def listening(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, self.port), 0.5):
+            return True
+        return False
+
+
+def make_certificates(directory: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    if (directory / "server.crt").exists():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    openssl = require("openssl")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
+
+    key = ["-newkey", "rsa:2048", "-nodes"]
+    run(
+        "req",
+        "-x509",
+        *key,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=wsk test CA",
+    )
+    run("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={LOOPBACK}")
+    (directory / "san.ext").write_text(f"subjectAltName=IP:{LOOPBACK}\n")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    )
 
 
 class WskNode(Process):

@@ -105,3 +105,22 @@ def test_a_wrong_redis_password_keeps_the_node_unhealthy_and_says_why(cluster, t
     assert status == 503
     assert "invalid" in body["redis"].lower() or "auth" in body["redis"].lower()
     assert ":***@127.0.0.1" in node.log() and ":wrong@" not in node.log()
+
+
+def test_nodes_and_wsk_emit_reach_redis_over_tls(cluster, tmp_path):
+    import subprocess
+
+    from processes import BIN, RedisServer, WskNode
+
+    redis = RedisServer(tmp_path, password="tls-secret", tls=True).start()
+    cluster.redis = redis
+    assert redis.url.startswith("rediss://")
+    nodes = [WskNode(tmp_path, f"tls{i}", redis.url).start() for i in (1, 2)]
+    cluster.nodes.extend(nodes)
+    a, b = (cluster.node_client(node) for node in nodes)
+
+    a.call("publish", {"data": "over TLS"})
+    subprocess.run([BIN / "wsk-emit", "--redis-url", redis.url, "news", '"emitted"'], check=True)
+
+    b.wait_for("message", lambda m: m["data"] == "over TLS")
+    b.wait_for("news", lambda data: data == "emitted")
