@@ -24,6 +24,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on the loopback port."""
+    with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.5):
+        return True
+    return False
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -126,9 +133,7 @@ class RedisServer(Process):
             return False
 
     def listening(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, self.port), 0.5):
-            return True
-        return False
+        return accepts(self.port)
 
 
 def make_certificates(directory: Path) -> None:
@@ -212,9 +217,7 @@ class WskNode(Process):
     def listening(self) -> bool:
         if not self.running:
             raise AssertionError(f"{self.name} exited:\n{self.log()}")
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, self.port), 0.5):
-            return True
-        return False
+        return accepts(self.port)
 
     def health(self) -> tuple[int, dict]:
         response = requests.get(self.url + "/healthz", timeout=5)
@@ -292,6 +295,4 @@ class HAProxy(Process):
         return self
 
     def listening(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, self.port), 0.5):
-            return True
-        return False
+        return accepts(self.port)
