@@ -57,6 +57,9 @@ wheel:
 files:
   description: File names in the wheelhouse.
   type: list
+archive:
+  description: A tar of the wheelhouse (reproducible), to ship as one file.
+  type: str
 digest:
   description: SHA-256 over the names and contents of all files; changes when anything to install changes.
   type: str
@@ -70,6 +73,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 
@@ -142,6 +146,23 @@ def pin(filename: str) -> str:
     """'python_socketio-5.18.1-py3-none-any.whl' -> 'python-socketio==5.18.1'."""
     name, version = filename.split("-")[:2]
     return f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}"
+
+
+def write_archive(directory: str, files: list[str], archive: str) -> bool:
+    """Tar ``files`` of ``directory`` with fixed metadata; True when ``archive`` changed."""
+    fresh = archive + ".tmp"
+    with tarfile.open(fresh, "w", format=tarfile.PAX_FORMAT) as tar:
+        for filename in files:
+            info = tar.gettarinfo(os.path.join(directory, filename), arcname=filename)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
+            info.mode = 0o644
+            with open(os.path.join(directory, filename), "rb") as stream:
+                tar.addfile(info, stream)
+    if os.path.isfile(archive) and sha256(archive) == sha256(fresh):
+        os.remove(fresh)
+        return False
+    os.replace(fresh, archive)
+    return True
 
 
 def main() -> None:
@@ -228,12 +249,15 @@ def main() -> None:
     digest = hashlib.sha256()
     for filename in files:
         digest.update(f"{filename} {sha256(os.path.join(path, filename))}\n".encode())
+    archive = path + ".tar"
+    changed = write_archive(path, files, archive) or changed
     module.exit_json(
         changed=changed,
         directory=path,
         key=key,
         wheel=wheel,
         files=files,
+        archive=archive,
         requirements=STAMP,
         digest=digest.hexdigest(),
     )
