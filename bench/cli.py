@@ -1,0 +1,228 @@
+"""``python -m bench``: measure wsk and the Node reference in one run, write the results."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import machine, report
+from bench.procs import NODE_DIR, ROOT, BenchError, RedisServer, require
+from bench.profile import summarize
+from bench.settings import MODES, Settings
+from bench.workloads import Run, profile_wsk, w1_fan_out, w2_latency, w3_idle, w4_connect_rate
+
+WORKLOADS = ("w1", "w2", "w3", "w4")
+SCHEMA = 1
+
+Json = dict[str, Any]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark wsk beside the Node.js socket.io + Redis adapter cluster, "
+        "in one run on this machine, and write the results.",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="a run of seconds with tiny counts (for the tests)"
+    )
+    parser.add_argument(
+        "--label",
+        help="the name of this run's section in benchmarks.md and of its files "
+        "(default: latest, or smoke with --smoke)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "docs",
+        help="directory for benchmarks.md, benchmarks-LABEL.json/.png (default: docs/)",
+    )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated subset of w1,w2,w3,w4 (default: all)",
+    )
+    parser.add_argument("--no-profile", action="store_true", help="skip py-spy on a wsk node")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the work directory with every process' log"
+    )
+    args = parser.parse_args(argv)
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(args.workloads) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    if args.label is None:
+        args.label = "smoke" if args.smoke else "latest"
+    return args
+
+
+def raise_descriptor_limit(notes: list[str]) -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard one, for this run and its children."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        print(f"raised the open-files limit from {soft} to {hard} (the hard limit)", flush=True)
+    notes.append(
+        f"Every process may open at most {hard} files (the machine's hard limit); the "
+        "run raised its soft limit to that."
+    )
+    return soft, hard
+
+
+def check_tools() -> None:
+    for program in ("redis-server", "haproxy", "node"):
+        require(program)
+    if not (NODE_DIR / "node_modules").is_dir():
+        raise BenchError(f"the Node reference is not installed: npm ci --prefix {NODE_DIR}")
+
+
+def order(stacks: Sequence[str], index: int) -> list[str]:
+    """The stacks in turns: which goes first alternates from one workload to the next."""
+    return list(stacks) if index % 2 == 0 else list(reversed(stacks))
+
+
+def highest_rate(w1: list[Json], stack: str, payload: int) -> float | None:
+    for item in w1:
+        if item["stack"] == stack and item["payload_bytes"] == payload and item["max"]:
+            return float(item["max"]["publish_rate"])
+    return None
+
+
+def run_workloads(run: Run, args: argparse.Namespace, results: Json) -> None:
+    s = run.settings
+    stacks = s.stacks
+    turn = 0
+    if "w1" in args.workloads:
+        for index, payload in enumerate(s.w1_payloads):
+            for stack in order(stacks, turn):
+                print(f"W1 fan-out, {stack}, {payload} B", flush=True)
+                results["w1"].append(
+                    w1_fan_out(run, stack, payload, 1000 * (len(results["w1"]) + 1))
+                )
+            turn += 1
+            del index
+    if "w2" in args.workloads:
+        rates = [("low", s.w2_low_rate)]
+        payload = s.w1_payloads[0]
+        maxima = [highest_rate(results["w1"], stack, payload) for stack in stacks]
+        if all(m is not None for m in maxima):
+            half = min(m for m in maxima if m is not None) / 2
+            rates.append(("half", round(half, 3)))
+            how = (
+                f"{max(1, s.w1_clients // 2)} receivers on node2 (as many as one node held in "
+                f"W1), {payload} B. `low` is {s.w2_low_rate:g} publishes/s; `half` is half the "
+                f"lower of the two stacks' highest passing W1 publish rates ({payload} B), the "
+                "same absolute rate for both stacks: node2 then delivers half what each node "
+                "delivered at that W1 maximum."
+            )
+        else:
+            how = "W1 found no passing rate for both stacks, so only the low rate was measured."
+            run.note("W2: no half-of-W1 rate (W1 was not run or found no passing rate)")
+        results["w2"]["rates"] = [{"label": label, "publish_rate": rate} for label, rate in rates]
+        results["w2"]["how"] = how
+        for stack in order(stacks, turn):
+            print(f"W2 cross-node latency, {stack}", flush=True)
+            base = 50_000 + 100 * len(results["w2"]["runs"])
+            results["w2"]["runs"].append(w2_latency(run, stack, rates, base))
+        turn += 1
+    if "w3" in args.workloads:
+        for stack in order(stacks, turn):
+            print(f"W3 idle capacity, {stack}", flush=True)
+            results["w3"].append(w3_idle(run, stack))
+        turn += 1
+    if "w4" in args.workloads:
+        for stack in order(stacks, turn):
+            print(f"W4 connect rate, {stack}", flush=True)
+            results["w4"].append(w4_connect_rate(run, stack))
+        turn += 1
+
+
+def run_profile(run: Run, results: Json, out: Path, label: str) -> None:
+    payload = run.settings.w1_payloads[0]
+    rate = highest_rate(results["w1"], "wsk", payload)
+    if rate is None:
+        run.note("profile skipped: W1 found no passing rate for wsk")
+        return
+    raw = run.workdir / "profile-node1.txt"
+    svg_name = f"benchmarks-{label}-profile.svg"
+    print(f"py-spy on a wsk node during W1 at {rate:g} publishes/s", flush=True)
+    profiled = profile_wsk(run, rate, payload, raw, out / svg_name)
+    profiled["summary"] = summarize(raw)
+    profiled["flamegraph"] = svg_name
+    results["profile"] = profiled
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; write benchmarks.md, benchmarks-LABEL.json and .png in ``--out``."""
+    args = parse_args(argv)
+    settings: Settings = MODES["smoke" if args.smoke else "full"]
+    notes: list[str] = []
+    try:
+        check_tools()
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    raise_descriptor_limit(notes)
+    started = datetime.datetime.now(datetime.UTC)
+    clock = time.monotonic()
+    load_before = machine.load_average()
+    print(f"load average before the run: {load_before}", flush=True)
+    results: Json = {
+        "schema": SCHEMA,
+        "label": args.label,
+        "mode": settings.mode,
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine.describe(),
+        "settings": settings.as_dict(),
+        "w1": [],
+        "w2": {"rates": [], "how": "", "runs": []},
+        "w3": [],
+        "w4": [],
+        "profile": None,
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="wsk-bench-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    redis = RedisServer(workdir).start()
+    run = Run(settings, workdir, redis, notes)
+    ok = False
+    try:
+        run_workloads(run, args, results)
+        if not args.no_profile and settings.profile_seconds > 0 and results["w1"]:
+            run_profile(run, results, args.out, args.label)
+        ok = True
+    except BenchError as exc:
+        print(f"bench: {exc}\nlogs in {workdir}", file=sys.stderr)
+        return 1
+    finally:
+        redis.stop()
+        if ok and not args.keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif ok:
+            print(f"logs kept in {workdir}")
+    results["load_average"] = {"before": load_before, "after": machine.load_average()}
+    results["duration_seconds"] = round(time.monotonic() - clock, 1)
+    results["notes"] = notes
+    results["figures"] = report.figures(results)
+    json_path = args.out / f"benchmarks-{args.label}.json"
+    png_path = args.out / f"benchmarks-{args.label}.png"
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
+    report.chart(results, png_path)
+    report.update_document(
+        args.out / "benchmarks.md", args.label, report.markdown(results, png_path.name)
+    )
+    print(f"wrote {json_path}, {png_path} and {args.out / 'benchmarks.md'}", flush=True)
+    for row in results["figures"]:
+        print(
+            f"  {row['workload']} {row['label']}: wsk {row['wsk']} Node {row['node']} "
+            f"ratio {row['ratio']}"
+        )
+    return 0

@@ -1,0 +1,542 @@
+"""The load generator: one process of lean Socket.IO clients, driven over stdin.
+
+It speaks Engine.IO v4 / Socket.IO v5 itself, over raw TCP: websocket (RFC 6455
+client frames, masked) for most clients, and HTTP/1.1 long-polling followed by
+the websocket upgrade for the connect-rate workload. Nothing in it depends on
+which server it talks to, so the same code loads wsk and the Node reference.
+
+The coordinator (``bench.workers``) starts several of these processes and sends
+each one JSON command per line on stdin; each command gets one JSON line back on
+stdout, with the process' CPU time so far, so that the coordinator can show
+that the generator was not the bottleneck.
+
+Messages carry their step and send time (``~<step>~<monotonic ns>~``) at the start
+of their ``data``: CLOCK_MONOTONIC is one clock for every process of the machine,
+so a receiver in another process computes the latency directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import uvloop
+
+from bench import hist
+
+CONNECT_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 5.0
+MESSAGE_PREFIX = b'42["message"'
+MAX_FRAME = 16 * 1024 * 1024
+
+Json = dict[str, Any]
+
+
+class ProtocolError(Exception):
+    """The server said something this client does not expect."""
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """A masked, final text frame carrying ``payload``, as a client must send it."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, 0x80 | size))
+    elif size < 65536:
+        head = bytes((0x81, 0xFE)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 0xFF)) + size.to_bytes(8, "big")
+    mask = random.randbytes(4)
+    keystream = int.from_bytes((mask * (size // 4 + 1))[:size], "big")
+    masked = (int.from_bytes(payload, "big") ^ keystream).to_bytes(size, "big")
+    return head + mask + masked
+
+
+def ws_control(opcode: int, payload: bytes = b"") -> bytes:
+    """A masked control frame (close, pong); ``payload`` is at most 125 bytes."""
+    mask = random.randbytes(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked
+
+
+def upgrade_request(host: str, path: str, query: str, cookie: str | None) -> bytes:
+    """The HTTP request that opens an Engine.IO websocket."""
+    key = base64.b64encode(random.randbytes(16)).decode()
+    lines = [
+        f"GET {path}?{query} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if cookie:
+        lines.append(f"Cookie: {cookie}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class Stats:
+    """What this process' clients received, by step of the workload."""
+
+    def __init__(self) -> None:
+        self.steps: dict[int, tuple[list[int], list[int]]] = {}
+        self.other_events = 0
+        self.disconnects = 0
+
+    def message(self, packet: bytes) -> None:
+        """Record one ``message`` event: its step and its latency."""
+        now = time.monotonic_ns()
+        start = packet.find(b"~", len(MESSAGE_PREFIX))
+        if start < 0:
+            self.other_events += 1
+            return
+        fields = packet[start + 1 : start + 48].split(b"~", 2)
+        step = int(fields[0])
+        latency = now - int(fields[1])
+        entry = self.steps.get(step)
+        if entry is None:
+            entry = self.steps[step] = ([0], hist.new())
+        entry[0][0] += 1
+        entry[1][hist.bucket(latency)] += 1
+
+    def report(self, step: int) -> Json:
+        entry = self.steps.get(step)
+        if entry is None:
+            return {"received": 0, "hist": {}}
+        return {"received": entry[0][0], "hist": hist.sparse(entry[1])}
+
+
+class Client(asyncio.Protocol):
+    """One Socket.IO client over an Engine.IO websocket.
+
+    ``mode`` is ``"connect"`` for a websocket-only session (wait for the open
+    packet, connect the default namespace) or ``"upgrade"`` for a session that
+    was opened over long-polling (probe, then upgrade).
+    """
+
+    def __init__(self, request: bytes, stats: Stats, mode: str = "connect") -> None:
+        loop = asyncio.get_running_loop()
+        self.request = request
+        self.stats = stats
+        self.mode = mode
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.upgraded = False
+        self.acks: dict[int, Callable[[Any], None]] = {}
+        self.next_ack = 0
+        self.open = False
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
+        self.transport = cast(asyncio.Transport, transport)
+        self.open = True
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        lost = self.open  # False when this side closed it
+        self.open = False
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"connection lost: {exc}"))
+        elif lost and self.mode == "connect":
+            self.stats.disconnects += 1
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.fail(ProtocolError(buffer[: buffer.find(b"\r\n")].decode(errors="replace")))
+                return
+            self.upgraded = True
+            if self.mode == "upgrade":
+                self.send(b"2probe")
+            buffer = buffer[end + 4 :]
+        pos = 0
+        size = len(buffer)
+        while size - pos >= 2:
+            first = buffer[pos]
+            length = buffer[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                head = 10
+            end = pos + head + length
+            if end > size:
+                if length > MAX_FRAME:
+                    self.fail(ProtocolError(f"frame of {length} bytes"))
+                    return
+                break
+            payload = buffer[pos + head : end]
+            pos = end
+            opcode = first & 0x0F
+            if not first & 0x80:
+                self.fail(ProtocolError("fragmented frames are not supported"))
+                return
+            if opcode == 1:
+                self.packet(payload)
+            elif opcode == 8:
+                self.close()
+                return
+            elif opcode == 9 and self.transport is not None:
+                self.transport.write(ws_control(10, payload))
+        self.buffer = buffer[pos:] if pos < size else b""
+
+    # Engine.IO and Socket.IO
+
+    def packet(self, packet: bytes) -> None:
+        if packet.startswith(MESSAGE_PREFIX):
+            self.stats.message(packet)
+        elif packet == b"2":
+            self.send(b"3")
+        elif packet.startswith(b"43"):
+            bracket = packet.index(b"[", 2)
+            callback = self.acks.pop(int(packet[2:bracket]), None)
+            if callback is not None:
+                callback(json.loads(packet[bracket:]))
+        elif packet.startswith(b"40") and len(packet) > 2:
+            self.settle()
+        elif packet.startswith(b"0{") and self.mode == "connect":
+            self.send(b"40")
+        elif packet == b"3probe" and self.mode == "upgrade":
+            self.send(b"5")
+            self.settle()
+        elif packet.startswith(b"42"):
+            self.stats.other_events += 1
+        elif packet.startswith((b"44", b"41", b"1")):
+            self.fail(ProtocolError(f"server refused or closed: {packet[:80]!r}"))
+
+    def settle(self) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def fail(self, exc: Exception) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(exc)
+        self.close()
+
+    def send(self, packet: bytes) -> None:
+        if self.transport is not None and self.open:
+            self.transport.write(ws_frame(packet))
+
+    def emit(self, event: str, data: Any, callback: Callable[[Any], None] | None = None) -> None:
+        """Send a Socket.IO event; ``callback`` gets its acknowledgement."""
+        body = json.dumps([event, data], separators=(",", ":")).encode()
+        if callback is None:
+            self.send(b"42" + body)
+            return
+        self.next_ack += 1
+        self.acks[self.next_ack] = callback
+        self.send(b"42" + str(self.next_ack).encode() + body)
+
+    async def call(self, event: str, data: Any, timeout: float = CONNECT_TIMEOUT) -> Any:
+        """Send an event and wait for its acknowledgement."""
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.emit(event, data, lambda args: answer.done() or answer.set_result(args))
+        result = await asyncio.wait_for(answer, timeout)
+        return result[0] if result else None
+
+    def close(self) -> None:
+        if self.transport is not None and self.open:
+            self.open = False
+            self.transport.close()
+
+
+class HttpConnection:
+    """A keep-alive HTTP/1.1 connection for Engine.IO long-polling."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.cookies: dict[str, str] = {}
+
+    async def request(self, method: str, target: str, host: str, body: bytes = b"") -> bytes:
+        """Send one request; return the body of a 200 answer, raise otherwise."""
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
+        if self.cookies:
+            lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        if method == "POST":
+            lines += ["Content-Type: text/plain;charset=UTF-8", f"Content-Length: {len(body)}"]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                name = name.strip().lower()
+                value = value.strip()
+                if name == "set-cookie":
+                    pair = value.split(";", 1)[0]
+                    if "=" in pair:
+                        key, val = pair.split("=", 1)
+                        self.cookies[key] = val
+                headers[name] = value
+        if "content-length" in headers:
+            content = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            content = await self._chunked()
+        else:
+            content = await self.reader.read()
+        if status_line.split(" ", 2)[1] != "200":
+            raise ProtocolError(f"{method} answered {status_line!r}: {content[:80]!r}")
+        return content
+
+    async def _chunked(self) -> bytes:
+        parts = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readuntil(b"\r\n")
+                return b"".join(parts)
+            parts.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Worker:
+    """The clients of this process and the commands that drive them."""
+
+    def __init__(self) -> None:
+        self.stats = Stats()
+        self.clients: list[Client] = []
+        self.acked = 0
+
+    # commands
+
+    async def connect(
+        self,
+        url: str,
+        count: int,
+        concurrency: int = 100,
+        room: str | None = None,
+        cookie: str | None = None,
+    ) -> Json:
+        """Open ``count`` websocket clients to ``url``; each joins ``room`` if given."""
+        parts = urlsplit(url)
+        host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
+        path = path if path.endswith("/") else path + "/"
+        gate = asyncio.Semaphore(concurrency)
+        failures: dict[str, int] = {}
+        started = time.monotonic()
+
+        async def one() -> None:
+            async with gate:
+                try:
+                    client = await self._open(host, port, path, cookie)
+                    if room is not None:
+                        answer = await client.call("join", {"room": room})
+                        if not isinstance(answer, dict) or answer.get("room") != room:
+                            raise ProtocolError(f"join answered {answer!r}")
+                    self.clients.append(client)
+                except (TimeoutError, OSError, ProtocolError) as exc:
+                    name = type(exc).__name__
+                    failures[name] = failures.get(name, 0) + 1
+
+        await asyncio.gather(*(one() for _ in range(count)))
+        return {
+            "connected": sum(1 for c in self.clients if c.open),
+            "failures": failures,
+            "seconds": time.monotonic() - started,
+        }
+
+    async def _open(self, host: str, port: int, path: str, cookie: str | None) -> Client:
+        request = upgrade_request(f"{host}:{port}", path, "EIO=4&transport=websocket", cookie)
+        loop = asyncio.get_running_loop()
+        _, client = await asyncio.wait_for(
+            loop.create_connection(lambda: Client(request, self.stats), host, port),
+            CONNECT_TIMEOUT,
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(client.ready), CONNECT_TIMEOUT)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def publish(
+        self, rate: float, seconds: float, room: str | None, size: int, step: int
+    ) -> Json:
+        """Publish ``rate`` messages a second for ``seconds`` from this process' first client."""
+        client = self.clients[0]
+        total = max(1, round(rate * seconds))
+        pad = "x" * size
+        sent = 0
+        started = time.monotonic()
+
+        def acked(_: Any) -> None:
+            self.acked += 1
+
+        while sent < total:
+            due = min(total, int((time.monotonic() - started) * rate) + 1)
+            while sent < due:
+                stamp = f"~{step}~{time.monotonic_ns()}~"
+                data: Json = {"data": stamp + pad[len(stamp) :]}
+                if room is not None:
+                    data["room"] = room
+                client.emit("publish", data, acked)
+                sent += 1
+            await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
+        return {"sent": sent, "seconds": time.monotonic() - started, "acked": self.acked}
+
+    async def received(self, step: int) -> Json:
+        """What this process' clients received of ``step``."""
+        return {
+            **self.stats.report(step),
+            "open": sum(1 for c in self.clients if c.open),
+            "disconnects": self.stats.disconnects,
+            "other_events": self.stats.other_events,
+        }
+
+    async def close(self) -> Json:
+        """Close every client."""
+        for client in self.clients:
+            client.close()
+        closed = len(self.clients)
+        self.clients.clear()
+        await asyncio.sleep(0.1)
+        return {"closed": closed}
+
+    async def handshakes(self, url: str, mode: str, concurrency: int, seconds: float) -> Json:
+        """Open and close sessions back to back for ``seconds``, ``concurrency`` at a time.
+
+        ``mode`` is ``websocket`` (websocket only) or ``polling`` (long-polling
+        handshake, Socket.IO connect over polling, then the websocket upgrade). A
+        handshake counts once the Socket.IO session is connected (and upgraded).
+        """
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        path = parts.path if parts.path.endswith("/") else parts.path + "/"
+        handshake = self._polling_handshake if mode == "polling" else self._websocket_handshake
+        times = hist.new()
+        failures: dict[str, int] = {}
+        done = 0
+        deadline = time.monotonic() + seconds
+
+        async def loop() -> None:
+            nonlocal done
+            while time.monotonic() < deadline:
+                started = time.monotonic_ns()
+                try:
+                    await asyncio.wait_for(handshake(host, port, path), HANDSHAKE_TIMEOUT)
+                except (TimeoutError, OSError, ProtocolError, ValueError) as exc:
+                    name = type(exc).__name__
+                    failures[name] = failures.get(name, 0) + 1
+                    continue
+                times[hist.bucket(time.monotonic_ns() - started)] += 1
+                done += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return {
+            "completed": done,
+            "failures": failures,
+            "seconds": time.monotonic() - started,
+            "hist": hist.sparse(times),
+        }
+
+    async def _websocket_handshake(self, host: str, port: int, path: str) -> None:
+        client = await self._open(host, port, path, None)
+        client.close()
+
+    async def _polling_handshake(self, host: str, port: int, path: str) -> None:
+        authority = f"{host}:{port}"
+        reader, writer = await asyncio.open_connection(host, port)
+        http = HttpConnection(reader, writer)
+        client: Client | None = None
+        try:
+            query = f"EIO=4&transport=polling&t={random.getrandbits(32):x}"
+            opened = await http.request("GET", f"{path}?{query}", authority)
+            if not opened.startswith(b"0{"):
+                raise ProtocolError(f"handshake answered {opened[:80]!r}")
+            sid = json.loads(opened[1:])["sid"]
+            target = f"{path}?EIO=4&transport=polling&sid={sid}"
+            await http.request("POST", target, authority, b"40")
+            polled = await http.request("GET", target, authority)
+            if not any(p.startswith(b"40") for p in polled.split(b"\x1e")):
+                raise ProtocolError(f"poll answered {polled[:80]!r}")
+            cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items()) or None
+            request = upgrade_request(
+                authority, path, f"EIO=4&transport=websocket&sid={sid}", cookie
+            )
+            loop = asyncio.get_running_loop()
+            _, client = await loop.create_connection(
+                lambda: Client(request, self.stats, mode="upgrade"), host, port
+            )
+            await client.ready
+        finally:
+            http.close()
+            if client is not None:
+                client.close()
+
+    async def ping(self) -> Json:
+        return {}
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise this process' soft limit on open files to its hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+async def serve() -> None:
+    """Answer commands from stdin, one JSON line each, until stdin closes."""
+    worker = Worker()
+    commands: dict[str, Callable[..., Awaitable[Json]]] = {
+        "connect": worker.connect,
+        "publish": worker.publish,
+        "received": worker.received,
+        "close": worker.close,
+        "handshakes": worker.handshakes,
+        "ping": worker.ping,
+    }
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = sys.stdout
+    while line := await reader.readline():
+        command = json.loads(line)
+        name = command.pop("cmd")
+        try:
+            reply = await commands[name](**command)
+        except Exception as exc:
+            traceback.print_exc()
+            reply = {"error": f"{name}: {type(exc).__name__}: {exc}"}
+        reply["cpu"] = time.process_time()
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    await worker.close()
+
+
+def main() -> None:
+    """Run one load-generator process."""
+    raise_descriptor_limit()
+    uvloop.run(serve())
+
+
+if __name__ == "__main__":
+    main()

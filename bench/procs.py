@@ -1,0 +1,397 @@
+"""The processes a benchmark runs: redis-server, the nodes of each stack, haproxy.
+
+Everything listens on free loopback ports; every process is started in a session
+of its own and stopped by its own id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = Path(__file__).resolve().parent / "node"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+STACKS = ("wsk", "node")
+
+
+class BenchError(RuntimeError):
+    """Something the benchmark needs is missing or broke."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something true; raise after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def require(program: str) -> str:
+    """The path of ``program``; BenchError when it is not installed."""
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin")
+    if path is None:
+        raise BenchError(f"{program} is not installed")
+    return path
+
+
+def listening(port: int) -> bool:
+    """True when something accepts TCP connections on the loopback ``port``."""
+    with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.5):
+        return True
+    return False
+
+
+def get_json(url: str, timeout: float = 5) -> tuple[int, dict[str, Any]]:
+    """GET ``url``; its status and JSON body (empty on errors)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+    except (OSError, ValueError):
+        return 0, {}
+
+
+@dataclass
+class Usage:
+    """CPU seconds and resident memory of one process at one moment."""
+
+    cpu: float
+    rss: int
+
+
+def usage(pid: int) -> Usage:
+    """CPU seconds used so far (user + system) and RSS in bytes of process ``pid``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/statm") as statm:
+        rss_pages = int(statm.read().split()[1])
+    return Usage(cpu=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS, rss=rss_pages * PAGE_SIZE)
+
+
+class Process:
+    """A child process whose output goes to a log file."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def usage(self) -> Usage:
+        return usage(self.pid)
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, size: int = 2000) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-size:]
+
+
+class RedisServer(Process):
+    """One redis-server without persistence, shared by both stacks."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__("redis", workdir)
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        argv = [require("redis-server"), "--bind", LOOPBACK, "--port", str(self.port)]
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        self.spawn(argv)
+        wait_until(self.answers, 10, "redis-server to answer")
+        return self
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What both stacks' nodes are given alike."""
+
+    ping_interval: float
+    ping_timeout: float
+    heartbeat_interval: float
+    max_payload: int = 1_000_000
+    backlog: int = 1024
+    wsk_log_level: str = "warning"
+
+
+class ServerNode(Process):
+    """One node of a stack: a ``wsk-server`` or the Node reference ``server.js``."""
+
+    def __init__(
+        self, stack: str, name: str, workdir: Path, redis_url: str, settings: NodeSettings
+    ) -> None:
+        super().__init__(f"{stack}-{name}", workdir)
+        self.stack = stack
+        self.node_name = name
+        self.port = free_port()
+        common = {
+            "host": LOOPBACK,
+            "port": self.port,
+            "node-name": name,
+            "redis-url": redis_url,
+            "channel": f"bench-{stack}",
+            "heartbeat-interval": settings.heartbeat_interval,
+            "heartbeat-jitter": 0,
+            "ping-interval": settings.ping_interval,
+            "ping-timeout": settings.ping_timeout,
+            "max-payload": settings.max_payload,
+            "backlog": settings.backlog,
+        }
+        if stack == "wsk":
+            wsk_server = Path(sys.executable).parent / "wsk-server"
+            if not wsk_server.exists():
+                raise BenchError(f"{wsk_server} is missing: install the project in this venv")
+            common.update({"log-level": settings.wsk_log_level, "max-connections": 15_000})
+            self.argv = [str(wsk_server)]
+        else:
+            if not (NODE_DIR / "node_modules").is_dir():
+                raise BenchError(f"run 'npm ci --prefix {NODE_DIR}' first")
+            self.argv = [require("node"), str(NODE_DIR / "server.js")]
+        for key, value in common.items():
+            self.argv.append(f"--{key}={value}")
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> ServerNode:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WSK_")}
+        self.spawn(self.argv, env)
+        return self
+
+    def wait_healthy(self) -> None:
+        def healthy() -> bool:
+            if not self.running:
+                raise BenchError(f"{self.name} exited:\n{self.log_tail()}")
+            return self.health()[0] == 200
+
+        wait_until(healthy, 20, f"{self.name} to be healthy")
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        return get_json(self.url + "/healthz")
+
+    def clients(self) -> int:
+        """How many Engine.IO sessions the node holds, by its own /healthz."""
+        return int(self.health()[1].get("clients", -1))
+
+
+HAPROXY_CONFIG = """\
+global
+    # each proxied connection takes two descriptors of the {fd_limit} a process may have
+    maxconn {maxconn}
+
+defaults
+    mode http
+    maxconn {maxconn}
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 1h
+    option redispatch
+    retries 3
+
+frontend public
+    bind {bind}
+    http-request deny deny_status 404 unless {{ path /wsk }} || {{ path_beg /wsk/ }}
+    default_backend nodes
+
+backend nodes
+    balance leastconn
+    option httpchk GET /healthz
+    http-check expect status 200
+    http-request replace-path ^/wsk/?(.*) /\\1
+    cookie {cookie} insert indirect nocache httponly
+{servers}
+"""
+
+
+class HAProxy:
+    """HAProxy in front of a stack's nodes: sticky cookie, /wsk -> / rewrite, leastconn.
+
+    ``processes`` copies of the same configuration share the port through
+    SO_REUSEPORT (HAProxy's default), the kernel spreading connections between
+    them: one process holds at most ``maxconn`` connections, two descriptors each.
+    """
+
+    COOKIE = "WSKID"
+
+    def __init__(
+        self, workdir: Path, nodes: list[ServerNode], maxconn: int, processes: int = 1
+    ) -> None:
+        self.port = free_port()
+        self.config_path = workdir / f"haproxy-{nodes[0].stack}.cfg"
+        self.processes = [
+            Process(f"haproxy-{nodes[0].stack}-{i}", workdir) for i in range(processes)
+        ]
+        self.nodes = nodes
+        servers = "".join(
+            f"    server {node.node_name} {LOOPBACK}:{node.port} check inter 1s "
+            f"fall 2 rise 2 cookie {node.node_name}\n"
+            for node in nodes
+        )
+        self.config_text = HAPROXY_CONFIG.format(
+            fd_limit=descriptor_limit()[1],
+            maxconn=maxconn,
+            bind=f"{LOOPBACK}:{self.port}",
+            cookie=self.COOKIE,
+            servers=servers,
+        )
+        self.config_path.write_text(self.config_text)
+
+    @property
+    def url(self) -> str:
+        """The public URL clients use, Socket.IO at /wsk."""
+        return f"http://{LOOPBACK}:{self.port}/wsk"
+
+    def cookie_for(self, node: ServerNode) -> str:
+        """The cookie that sends a client to ``node``."""
+        return f"{self.COOKIE}={node.node_name}"
+
+    def start(self) -> HAProxy:
+        haproxy = require("haproxy")
+        check = subprocess.run(  # noqa: S603
+            [haproxy, "-c", "-q", "-f", str(self.config_path)], capture_output=True, text=True
+        )
+        if check.returncode != 0:
+            raise BenchError(f"haproxy refused its configuration: {check.stdout}{check.stderr}")
+        for process in self.processes:
+            process.spawn([haproxy, "-db", "-f", str(self.config_path)])
+        wait_until(lambda: listening(self.port), 10, "haproxy to listen")
+        wait_until(self.routes_to_every_node, 20, "haproxy to see every node up")
+        return self
+
+    def routes_to_every_node(self) -> bool:
+        for process in self.processes:
+            if not process.running:
+                raise BenchError(f"{process.name} exited:\n{process.log_tail()}")
+        seen = set()
+        for _ in range(4 * len(self.nodes)):
+            status, body = get_json(f"http://{LOOPBACK}:{self.port}/wsk/healthz", timeout=2)
+            if status == 200:
+                seen.add(body.get("node"))
+        return seen >= {node.node_name for node in self.nodes}
+
+    def usage(self) -> Usage:
+        """CPU and RSS of every HAProxy process, added up."""
+        parts = [process.usage() for process in self.processes]
+        return Usage(cpu=sum(p.cpu for p in parts), rss=sum(p.rss for p in parts))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+def descriptor_limit() -> tuple[int, int]:
+    """This process' soft and hard limits on open files."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+class Cluster:
+    """One stack's nodes and their HAProxy, on a shared Redis; stopped together."""
+
+    def __init__(
+        self,
+        stack: str,
+        workdir: Path,
+        redis: RedisServer,
+        settings: NodeSettings,
+        nodes: int,
+        haproxy_maxconn: int,
+        haproxy_processes: int = 1,
+    ) -> None:
+        if stack not in STACKS:
+            raise BenchError(f"unknown stack {stack!r}")
+        self.stack = stack
+        self.nodes = [
+            ServerNode(stack, f"node{i}", workdir, redis.url, settings) for i in range(1, nodes + 1)
+        ]
+        self.haproxy = HAProxy(workdir, self.nodes, haproxy_maxconn, haproxy_processes)
+
+    def __enter__(self) -> Cluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            for node in self.nodes:
+                node.wait_healthy()
+            self.haproxy.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.haproxy.stop()
+        for node in self.nodes:
+            node.stop()
+
+    def usage(self) -> dict[str, Usage]:
+        """CPU and RSS of each node and of HAProxy, by name."""
+        result = {node.node_name: node.usage() for node in self.nodes}
+        result["haproxy"] = self.haproxy.usage()
+        return result

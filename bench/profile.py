@@ -1,0 +1,82 @@
+"""A summary of a py-spy profile: where a wsk node's time went.
+
+py-spy's ``raw`` format is one line per distinct stack, outermost frame first,
+frames separated by ``;``, then a space and the number of samples. A frame reads
+``function (path/to/file.py:line)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+SITE = re.compile(r"/(?:site|dist)-packages/(?P<package>[^/]+)")
+STDLIB = re.compile(r"/python3\.\d+/(?P<module>[^/]+)")
+
+
+def where(file: str) -> str:
+    """The package or standard-library module a source file belongs to."""
+    if match := SITE.search(file):
+        package = match["package"]
+        return package[:-3] if package.endswith(".py") else package
+    if "/server/wsk/" in file:
+        return "wsk"
+    if match := STDLIB.search(file):
+        module = match["module"]
+        return "stdlib " + (module[:-3] if module.endswith(".py") else module)
+    return file or "?"
+
+
+def short(file: str) -> str:
+    """A file path shortened to its package and file name."""
+    for marker in ("-packages/", "/server/", "/lib/python3."):
+        if marker in file:
+            tail = file.split(marker, 1)[1]
+            return tail.split("/", 1)[1] if marker == "/lib/python3." else tail
+    return file
+
+
+def parse_frame(frame: str) -> tuple[str, str]:
+    """``(function, file)`` of one frame."""
+    match = FRAME.match(frame.strip())
+    if match is None:
+        return frame.strip(), ""
+    return match["function"], match["file"]
+
+
+def summarize(raw: Path, top: int = 20) -> dict[str, Any]:
+    """Top functions by own time and by inclusive time, and own time by package."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [parse_frame(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
+        function, file = frames[-1]
+        own[f"{function} ({short(file)})"] += count
+        packages[where(file)] += count
+        for name in {f"{fn} ({short(fl)})" for fn, fl in frames}:
+            inclusive[name] += count
+
+    def shares(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"name": name, "samples": n, "share": round(n / total, 4)}
+            for name, n in counter.most_common(top)
+        ]
+
+    return {
+        "samples": total,
+        "own": shares(own),
+        "inclusive": shares(inclusive),
+        "packages": shares(packages),
+    }

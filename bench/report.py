@@ -1,0 +1,477 @@
+"""Turn a run's results into figures, a Markdown section and a PNG chart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+Json = dict[str, Any]
+
+STACK_NAMES = {"wsk": "wsk", "node": "Node"}
+DOC_HEADER = """\
+# Benchmarks: wsk beside the Node.js socket.io cluster
+
+Written by `python -m bench` (`make bench`); each section below is one run, replaced
+when a run with the same label is made again. See `bench/README.md` for the method.
+"""
+
+
+def _get(data: Json | None, *path: str) -> Any:
+    for key in path:
+        if data is None:
+            return None
+        data = data.get(key)
+    return data
+
+
+def _by_stack(items: list[Json], **match: Any) -> dict[str, Json]:
+    return {
+        item["stack"]: item
+        for item in items
+        if all(item.get(key) == value for key, value in match.items())
+    }
+
+
+def figure(
+    fid: str, workload: str, label: str, unit: str, better: str, wsk: Any, node: Any
+) -> Json:
+    """One compared figure: both absolute values and their ratio wsk/Node."""
+    ratio = None
+    if isinstance(wsk, int | float) and isinstance(node, int | float) and node:
+        ratio = round(wsk / node, 3)
+    return {
+        "id": fid,
+        "workload": workload,
+        "label": label,
+        "unit": unit,
+        "better": better,
+        "wsk": wsk,
+        "node": node,
+        "ratio": ratio,
+    }
+
+
+def figures(results: Json) -> list[Json]:
+    """The table of a run: every figure, both stacks, their ratio."""
+    table = []
+    for payload in results["settings"]["w1_payloads"]:
+        runs = _by_stack(results["w1"], payload_bytes=payload)
+        table.append(
+            figure(
+                f"w1_{payload}_max_delivered",
+                "W1",
+                f"fan-out: highest delivered msgs/s, {payload} B",
+                "msgs/s",
+                "higher",
+                *(_get(runs.get(s), "max", "delivered_per_s") for s in ("wsk", "node")),
+            )
+        )
+        table.append(
+            figure(
+                f"w1_{payload}_p95_at_max",
+                "W1",
+                f"fan-out: p95 latency at that rate, {payload} B",
+                "ms",
+                "lower",
+                *(_get(runs.get(s), "max", "latency", "p95_ms") for s in ("wsk", "node")),
+            )
+        )
+    w2 = _by_stack(results["w2"]["runs"])
+    for rate in results["w2"]["rates"]:
+        for pct in ("p50", "p99"):
+            table.append(
+                figure(
+                    f"w2_{rate['label']}_{pct}",
+                    "W2",
+                    f"cross-node latency {pct}, {rate['publish_rate']:g} publishes/s "
+                    f"({rate['label']})",
+                    "ms",
+                    "lower",
+                    *(
+                        _get(w2.get(s), "rates", rate["label"], "latency", f"{pct}_ms")
+                        for s in ("wsk", "node")
+                    ),
+                )
+            )
+    w3 = _by_stack(results["w3"])
+
+    def w3_mean(stack: str, key: str) -> float | None:
+        nodes = _get(w3.get(stack), "nodes") or {}
+        values = [n[key] for n in nodes.values() if n.get(key) is not None]
+        return round(sum(values) / len(values), 1) if values else None
+
+    def w3_sum(stack: str, key: str) -> float | None:
+        nodes = _get(w3.get(stack), "nodes") or {}
+        return round(sum(n[key] for n in nodes.values()), 4) if nodes else None
+
+    table.append(
+        figure(
+            "w3_connected",
+            "W3",
+            f"idle websocket connections held (of {results['settings']['w3_connections']})",
+            "connections",
+            "higher",
+            *(_get(w3.get(s), "still_open") for s in ("wsk", "node")),
+        )
+    )
+    table.append(
+        figure(
+            "w3_rss_per_connection",
+            "W3",
+            "RSS per idle connection (mean of the nodes)",
+            "KiB",
+            "lower",
+            *(
+                None
+                if (v := w3_mean(s, "rss_per_connection_bytes")) is None
+                else round(v / 1024, 2)
+                for s in ("wsk", "node")
+            ),
+        )
+    )
+    table.append(
+        figure(
+            "w3_idle_cpu",
+            "W3",
+            "idle CPU of all nodes holding them",
+            "% of a core",
+            "lower",
+            *(
+                None if (v := w3_sum(s, "idle_cpu_cores")) is None else round(v * 100, 2)
+                for s in ("wsk", "node")
+            ),
+        )
+    )
+    w4 = _by_stack(results["w4"])
+    for mode, name in (
+        ("polling", "long-polling handshake + upgrade"),
+        ("websocket", "websocket only"),
+    ):
+        table.append(
+            figure(
+                f"w4_{mode}_rate",
+                "W4",
+                f"connects/s, {name}",
+                "connects/s",
+                "higher",
+                *(_get(w4.get(s), "modes", mode, "per_s") for s in ("wsk", "node")),
+            )
+        )
+        table.append(
+            figure(
+                f"w4_{mode}_p99",
+                "W4",
+                f"connect time p99, {name}",
+                "ms",
+                "lower",
+                *(_get(w4.get(s), "modes", mode, "latency", "p99_ms") for s in ("wsk", "node")),
+            )
+        )
+        table.append(
+            figure(
+                f"w4_{mode}_failures",
+                "W4",
+                f"failed connects, {name}",
+                "connects",
+                "lower",
+                *(_get(w4.get(s), "modes", mode, "failed") for s in ("wsk", "node")),
+            )
+        )
+    return table
+
+
+def _num(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if unit == "ms" or abs(value) < 10:
+            return f"{value:,.2f}" if abs(value) < 10 else f"{value:,.1f}"
+        return f"{value:,.0f}"
+    return str(value)
+
+
+def _verdict(row: Json) -> str:
+    ratio = row["ratio"]
+    if ratio is None:
+        return "even" if row["wsk"] is not None and row["wsk"] == row["node"] else ""
+    if abs(ratio - 1) < 0.05:
+        return "even"
+    wsk_ahead = ratio > 1 if row["better"] == "higher" else ratio < 1
+    return "wsk ahead" if wsk_ahead else "Node ahead"
+
+
+def _cores(cpu: Json) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+
+
+def markdown(results: Json, chart_name: str) -> str:
+    """The Markdown section of one run."""
+    m = results["machine"]
+    s = results["settings"]
+    py, nd = m["python"], m["node"]
+    lines = [
+        f"## {results['label']}: {results['started'][:16].replace('T', ' ')} UTC "
+        f"({results['mode']} run, {results['duration_seconds'] / 60:.1f} min)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, "
+        f"kernel {m['kernel']}. Load average (1/5/15 min) before the run "
+        f"{results['load_average']['before']}, after {results['load_average']['after']}.",
+        "",
+        f"Versions: wsk {py['wsk']}, python-socketio {py['python-socketio']}, python-engineio "
+        f"{py['python-engineio']}, eventlet {py['eventlet']}, redis-py {py['redis']} on Python "
+        f"{py['python']}; Node {nd['node']}, socket.io {nd.get('socket.io')}, engine.io "
+        f"{nd.get('engine.io')}, @socket.io/redis-adapter {nd.get('@socket.io/redis-adapter')}, "
+        f"redis {nd.get('redis')}, ws {nd.get('ws')}; {m['redis_server'].split(' sha=')[0]}; "
+        f"{m['haproxy'].split(' - ')[0]}. Load generator: Python {py['python']} with uvloop "
+        f"{py['uvloop']}.",
+        "",
+        f"Both stacks: {s['nodes']} server processes, pingInterval {s['ping_interval']:g} s, "
+        f"pingTimeout {s['ping_timeout']:g} s, heartbeat every {s['heartbeat_interval']:g} s "
+        "(out of the way), compression off, one Redis and one HAProxy configuration.",
+        "",
+        f"![wsk/Node ratios and the W1 ramp]({chart_name})",
+        "",
+        "| workload | figure | wsk | Node | wsk/Node | |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in results["figures"]:
+        arrow = "higher is better" if row["better"] == "higher" else "lower is better"
+        lines.append(
+            f"| {row['workload']} | {row['label']} ({row['unit']}, {arrow}) | "
+            f"{_num(row['wsk'], row['unit'])} | {_num(row['node'], row['unit'])} | "
+            f"{_num(row['ratio'])} | {_verdict(row)} |"
+        )
+    lines += ["", "### Details", ""]
+    lines += _w1_details(results)
+    lines += _w2_details(results)
+    lines += _w3_details(results)
+    lines += _w4_details(results)
+    if results.get("notes"):
+        lines += ["#### Notes and limits hit", ""]
+        lines += [f"- {note}" for note in results["notes"]]
+        lines.append("")
+    if results.get("profile"):
+        lines += _profile_details(results["profile"])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _w1_details(results: Json) -> list[str]:
+    s = results["settings"]
+    lines = [
+        f"#### W1 fan-out: {s['w1_clients']} clients in one room through HAProxy, one publisher",
+        "",
+        f"Steps of {s['w1_step_seconds']:g} s, publish rate x{s['w1_factor']:g} per step; a step "
+        f"passes when at least {s['w1_min_delivery']:.0%} of the messages arrive within "
+        f"{s['w1_drain_seconds']:g} s of the last send and their p95 latency is under "
+        f"{s['w1_max_p95_ms']:g} ms. CPU in cores (1.00 = one core busy), per process group; "
+        "`generator` is the receiving load-generator processes.",
+        "",
+        "| stack | payload | publishes/s | offered msgs/s | delivered msgs/s | arrived | p50 ms "
+        "| p95 ms | p99 ms | CPU (cores) | |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for run in results["w1"]:
+        for step in run["steps"]:
+            lat = step["latency"]
+            lines.append(
+                f"| {STACK_NAMES[run['stack']]} | {run['payload_bytes']} B | "
+                f"{_num(step['publish_rate'])} | {_num(step['offered_per_s'])} | "
+                f"{_num(step['delivered_per_s'])} | {step['delivery']:.2%} | "
+                f"{_num(lat['p50_ms'], 'ms')} | {_num(lat['p95_ms'], 'ms')} | "
+                f"{_num(lat['p99_ms'], 'ms')} | {_cores(step['cpu_cores'])} | "
+                f"{'pass' if step['passed'] else 'fail'} |"
+            )
+    lines.append("")
+    for run in results["w1"]:
+        lines.append(
+            f"- {STACK_NAMES[run['stack']]}, {run['payload_bytes']} B: "
+            f"{run['receivers']['connected']} receivers connected "
+            f"(clients per node: {run['clients_per_node']}), "
+            f"failures {run['receivers']['failures'] or 'none'}."
+        )
+    lines.append("")
+    return lines
+
+
+def _w2_details(results: Json) -> list[str]:
+    lines = [
+        "#### W2 cross-node latency: publisher on node1, receivers on node2 (HAProxy's cookie)",
+        "",
+        results["w2"]["how"],
+        "",
+        "| stack | rate | publishes/s | arrived | p50 ms | p95 ms | p99 ms | CPU (cores) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for run in results["w2"]["runs"]:
+        for label, step in run["rates"].items():
+            lat = step["latency"]
+            lines.append(
+                f"| {STACK_NAMES[run['stack']]} | {label} | {_num(step['publish_rate'])} | "
+                f"{step['delivery']:.2%} | {_num(lat['p50_ms'], 'ms')} | "
+                f"{_num(lat['p95_ms'], 'ms')} | {_num(lat['p99_ms'], 'ms')} | "
+                f"{_cores(step['cpu_cores'])} |"
+            )
+    lines.append("")
+    for run in results["w2"]["runs"]:
+        lines.append(
+            f"- {STACK_NAMES[run['stack']]}: {run['receivers']['connected']} receivers; "
+            f"clients per node {run['clients_per_node']}."
+        )
+    lines.append("")
+    return lines
+
+
+def _w3_details(results: Json) -> list[str]:
+    lines = [
+        "#### W3 idle capacity: websocket connections through HAProxy, then idle",
+        "",
+        "| stack | node | clients | RSS before | RSS after | RSS per connection | idle CPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in results["w3"]:
+        for name, node in run["nodes"].items():
+            per = node["rss_per_connection_bytes"]
+            lines.append(
+                f"| {STACK_NAMES[run['stack']]} | {name} | {_num(node['clients'])} | "
+                f"{node['rss_before_bytes'] / 2**20:.1f} MiB | "
+                f"{node['rss_after_bytes'] / 2**20:.1f} MiB | "
+                f"{'n/a' if per is None else f'{per / 1024:.1f} KiB'} | "
+                f"{node['idle_cpu_cores'] * 100:.2f}% |"
+            )
+    lines.append("")
+    for run in results["w3"]:
+        lines.append(
+            f"- {STACK_NAMES[run['stack']]}: {run['connected']} of {run['wanted']} connected in "
+            f"{run['ramp_seconds']} s ({run['haproxy_processes']} HAProxy processes, "
+            f"{run['haproxy_rss_bytes'] / 2**20:.0f} MiB), {run['still_open']} still open "
+            f"after the idle period; failures {run['failures'] or 'none'}; idle CPU (cores) "
+            f"{_cores(run['idle_cpu_cores'])}."
+        )
+    lines.append("")
+    return lines
+
+
+def _w4_details(results: Json) -> list[str]:
+    s = results["settings"]
+    lines = [
+        f"#### W4 connect rate: {s['w4_concurrency']} connects at a time for {s['w4_seconds']:g} s "
+        "per mode, through HAProxy",
+        "",
+        "| stack | mode | connects/s | completed | failed | p50 ms | p99 ms | CPU (cores) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for run in results["w4"]:
+        for mode, res in run["modes"].items():
+            lat = res["latency"]
+            lines.append(
+                f"| {STACK_NAMES[run['stack']]} | {mode} | {_num(res['per_s'])} | "
+                f"{_num(res['completed'])} | {_num(res['failed'])} | {_num(lat['p50_ms'], 'ms')} | "
+                f"{_num(lat['p99_ms'], 'ms')} | {_cores(res['cpu_cores'])} |"
+            )
+    lines.append("")
+    return lines
+
+
+def _profile_details(profile: Json) -> list[str]:
+    summary = profile["summary"]
+    step = profile["step"]
+    lines = [
+        f"#### py-spy profile of a wsk node during W1 ({profile['payload_bytes']} B at "
+        f"{profile['rate']:g} publishes/s, {summary['samples']} samples)",
+        "",
+        f"That step delivered {_num(step['delivered_per_s'])} msgs/s ({step['delivery']:.2%} "
+        f"arrived, p95 {_num(step['latency']['p95_ms'], 'ms')} ms) while sampled. Flame graph of "
+        f"the other node: [{profile['flamegraph']}]({profile['flamegraph']}).",
+        "",
+        "| own time by package | share |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {row['name']} | {row['share']:.1%} |" for row in summary["packages"][:12]]
+    lines += ["", "| function (own time) | share |", "| --- | ---: |"]
+    lines += [f"| `{row['name']}` | {row['share']:.1%} |" for row in summary["own"][:15]]
+    lines += ["", "| function (inclusive time) | share |", "| --- | ---: |"]
+    lines += [f"| `{row['name']}` | {row['share']:.1%} |" for row in summary["inclusive"][:20]]
+    lines.append("")
+    return lines
+
+
+def update_document(path: Path, label: str, section: str) -> None:
+    """Put ``section`` into the Markdown document at ``path``, replacing the same label's."""
+    begin, end = f"<!-- bench:{label}:begin -->", f"<!-- bench:{label}:end -->"
+    block = f"{begin}\n{section}{end}\n"
+    text = path.read_text() if path.exists() else DOC_HEADER
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
+
+
+def chart(results: Json, path: Path) -> None:
+    """A PNG: each figure's ratio wsk/Node, and the W1 ramp of both stacks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    rows = [r for r in results["figures"] if r["ratio"] is not None and r["ratio"] > 0]
+    fig, (bars, ramp) = plt.subplots(
+        1, 2, figsize=(15, max(5.0, 0.38 * len(rows) + 1.5)), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    labels = [f"{r['workload']} {r['label']} ({r['better']} is better)" for r in rows]
+    ratios = [r["ratio"] for r in rows]
+    palette = {"wsk ahead": "#2a9d8f", "Node ahead": "#e76f51", "even": "#9e9e9e"}
+    colours = [palette[_verdict(r)] for r in rows]
+    positions = list(range(len(rows)))[::-1]
+    bars.barh(positions, ratios, color=colours)
+    bars.set_xscale("log")
+    _plain_log_ticks(bars.xaxis, ticker)
+    bars.axvline(1.0, color="black", linewidth=1)
+    bars.set_yticks(positions, labels, fontsize=8)
+    for y, ratio in zip(positions, ratios, strict=True):
+        bars.text(ratio, y, f" {ratio:.2f}", va="center", fontsize=8)
+    bars.set_xlabel("wsk / Node (log scale; green: wsk ahead, red: Node ahead, grey: within 5%)")
+    bars.set_title(f"wsk / Node, same run ({results['label']}, {results['mode']})")
+
+    styles = {"wsk": "-", "node": "--"}
+    for run in results["w1"]:
+        steps = sorted(run["steps"], key=lambda st: st["publish_rate"])
+        offered = [st["offered_per_s"] for st in steps]
+        delivered = [st["delivered_per_s"] for st in steps]
+        (line,) = ramp.plot(
+            offered,
+            delivered,
+            styles[run["stack"]],
+            marker="o",
+            label=f"{STACK_NAMES[run['stack']]} {run['payload_bytes']} B",
+        )
+        failed = [
+            (o, d) for o, d, st in zip(offered, delivered, steps, strict=True) if not st["passed"]
+        ]
+        if failed:
+            ramp.scatter(*zip(*failed, strict=True), marker="x", s=80, color=line.get_color())
+    ramp.set_xscale("log")
+    ramp.set_yscale("log")
+    _plain_log_ticks(ramp.xaxis, ticker)
+    _plain_log_ticks(ramp.yaxis, ticker)
+    ramp.set_xlabel("offered msgs/s (publishes/s x receivers)")
+    ramp.set_ylabel("delivered msgs/s")
+    ramp.set_title("W1 fan-out ramp (x: step failed)")
+    ramp.grid(True, which="both", alpha=0.3)
+    ramp.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plain_log_ticks(axis: Any, ticker: Any) -> None:
+    """Plain numbers (0.5, 2, 1,000) on a logarithmic axis, not powers of ten."""
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.10g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())

@@ -1,0 +1,57 @@
+"""A smoke run of the benchmark produces a well-formed result (the figures are not judged)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.cli import WORKLOADS
+from bench.procs import ROOT
+from bench.settings import SMOKE
+
+SMOKE_TIMEOUT = 150
+
+
+def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    results = json.loads((tmp_path / "benchmarks-smoke.json").read_text())
+    assert results["mode"] == "smoke"
+    assert results["label"] == "smoke"
+    for key in ("cpu", "cores", "kernel", "python", "node", "redis_server", "haproxy"):
+        assert results["machine"][key], key
+    assert len(results["load_average"]["before"]) == 3
+    for workload in WORKLOADS:
+        assert results[workload], workload
+    stacks = set(SMOKE.stacks)
+    assert {run["stack"] for run in results["w1"]} == stacks
+    assert {run["stack"] for run in results["w2"]["runs"]} == stacks
+    assert {run["stack"] for run in results["w3"]} == stacks
+    assert {run["stack"] for run in results["w4"]} == stacks
+
+    figures = results["figures"]
+    assert {row["workload"] for row in figures} == {"W1", "W2", "W3", "W4"}
+    for row in figures:
+        assert row["better"] in ("higher", "lower"), row
+        for stack in ("wsk", "node"):
+            assert row[stack] is None or isinstance(row[stack], int | float), row
+        if row["ratio"] is not None:
+            assert row["ratio"] == round(row["wsk"] / row["node"], 3), row
+
+    chart = tmp_path / "benchmarks-smoke.png"
+    assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    document = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- bench:smoke:begin -->" in document
+    assert "<!-- bench:smoke:end -->" in document
+    assert "| workload | figure | wsk | Node | wsk/Node |" in document
+    assert "(benchmarks-smoke.png)" in document

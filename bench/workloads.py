@@ -1,0 +1,458 @@
+"""The four workloads, each run against one stack at a time, and the wsk profile.
+
+Every workload starts a fresh cluster of the stack it measures (its nodes and
+an HAProxy with the same configuration for both stacks) on the run's Redis, and
+fresh load-generator processes, and stops them all before it returns.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import hist
+from bench.procs import BenchError, Cluster, NodeSettings, RedisServer, descriptor_limit
+from bench.settings import Settings
+from bench.workers import Pool, Sampler, Worker, split
+
+ROOM = "bench"
+QUIET_MAX_SECONDS = 20.0
+
+Json = dict[str, Any]
+
+
+@dataclass
+class Run:
+    """What the workloads of one run share: settings, Redis, a work directory, notes."""
+
+    settings: Settings
+    workdir: Path
+    redis: RedisServer
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def node_settings(self) -> NodeSettings:
+        s = self.settings
+        return NodeSettings(
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+            heartbeat_interval=s.heartbeat_interval,
+        )
+
+    def cluster(self, stack: str, haproxy_processes: int = 1) -> Cluster:
+        return Cluster(
+            stack,
+            self.workdir,
+            self.redis,
+            self.node_settings,
+            self.settings.nodes,
+            self.settings.haproxy_maxconn,
+            haproxy_processes,
+        )
+
+    def pool(self, count: int, prefix: str) -> Pool:
+        return Pool(count, self.workdir, prefix)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            print(f"  note: {text}", flush=True)
+
+
+def connect(
+    pool: Pool,
+    workers: list[Worker],
+    url: str,
+    count: int,
+    concurrency: int,
+    room: str | None = None,
+    cookie: str | None = None,
+) -> Json:
+    """Open ``count`` clients spread over ``workers``; how many connected and what failed."""
+    counts = split(count, len(workers))
+    per_worker = max(1, concurrency // len(workers))
+    args = [
+        {"url": url, "count": n, "concurrency": per_worker, "room": room, "cookie": cookie}
+        for n in counts
+    ]
+    replies = pool.each("connect", args, workers)
+    failures: Counter[str] = Counter()
+    for reply in replies:
+        failures.update(reply["failures"])
+    if count and not sum(r["connected"] for r in replies):
+        raise BenchError(f"no client could connect to {url}: {dict(failures)}")
+    return {
+        "connected": sum(r["connected"] for r in replies),
+        "failures": dict(failures),
+        "seconds": max(r["seconds"] for r in replies),
+    }
+
+
+def cpu_groups(
+    cluster: Cluster, run: Run, pool: Pool, publisher: Worker | None
+) -> dict[str, list[int]]:
+    """The processes whose CPU a step reports, by role."""
+    groups = {node.node_name: [node.pid] for node in cluster.nodes}
+    groups["haproxy"] = [p.pid for p in cluster.haproxy.processes]
+    groups["redis"] = [run.redis.pid]
+    receivers = [w for w in pool.workers if w is not publisher]
+    if publisher is not None:
+        groups["publisher"] = [publisher.proc.pid]
+    groups["generator"] = [w.proc.pid for w in receivers]
+    return groups
+
+
+def publish_step(
+    run: Run,
+    cluster: Cluster,
+    pool: Pool,
+    publisher: Worker,
+    receivers: list[Worker],
+    expected_per_message: int,
+    step: int,
+    rate: float,
+    payload: int,
+    seconds: float,
+) -> Json:
+    """Publish at ``rate`` for ``seconds``; what arrived, how late, and what it cost."""
+    s = run.settings
+    sampler = Sampler(cpu_groups(cluster, run, pool, publisher))
+    sent = publisher.call("publish", rate=rate, seconds=seconds, room=ROOM, size=payload, step=step)
+    expected = sent["sent"] * expected_per_message
+    deadline = time.monotonic() + s.w1_drain_seconds
+    while True:
+        replies = pool.all("received", receivers, step=step)
+        received = sum(r["received"] for r in replies)
+        if received >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    cpu = sampler.stop()
+    latency = hist.summary(hist.merge(r["hist"] for r in replies))
+    delivery = received / expected if expected else 0.0
+    kept_pace = sent["seconds"] <= seconds * 1.1 + 0.05
+    p95 = latency["p95_ms"]
+    passed = (
+        delivery >= s.w1_min_delivery and p95 is not None and p95 < s.w1_max_p95_ms and kept_pace
+    )
+    return {
+        "step": step,
+        "publish_rate": round(rate, 3),
+        "offered_per_s": round(rate * expected_per_message, 1),
+        "sent": sent["sent"],
+        "send_seconds": round(sent["seconds"], 3),
+        "publisher_kept_pace": kept_pace,
+        "received": received,
+        "expected": expected,
+        "delivery": round(delivery, 5),
+        "delivered_per_s": round(received / sent["seconds"], 1),
+        "latency": latency,
+        "cpu_cores": cpu,
+        "disconnects": sum(r["disconnects"] for r in replies),
+        "passed": passed,
+    }
+
+
+def wait_quiet(pool: Pool, receivers: list[Worker], step: int) -> float:
+    """Wait until the late messages of ``step`` stop arriving; the seconds it took."""
+    started = time.monotonic()
+    last = -1
+    while time.monotonic() - started < QUIET_MAX_SECONDS:
+        now = sum(r["received"] for r in pool.all("received", receivers, step=step))
+        if now == last:
+            break
+        last = now
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def w1_fan_out(run: Run, stack: str, payload: int, step_base: int) -> Json:
+    """C clients in one room over two nodes; one publisher steps its rate up."""
+    s = run.settings
+    with (
+        run.cluster(stack) as cluster,
+        run.pool(1 + s.w1_receiver_workers, f"w1-{stack}-{payload}") as pool,
+    ):
+        publisher, receivers = pool[0], pool.workers[1:]
+        url = cluster.haproxy.url
+        joined = connect(pool, receivers, url, s.w1_clients, s.connect_concurrency, room=ROOM)
+        connect(pool, [publisher], url, 1, 1)
+        per_node = {node.node_name: node.clients() for node in cluster.nodes}
+        n = joined["connected"]
+        print(f"  W1 {stack} {payload} B: {n} receivers {per_node}", flush=True)
+        steps: list[Json] = []
+        rate = s.w1_start_rate
+        step = step_base
+        best: Json | None = None
+        for _ in range(s.w1_max_steps):
+            result = publish_step(
+                run, cluster, pool, publisher, receivers, n, step, rate, payload, s.w1_step_seconds
+            )
+            steps.append(result)
+            _print_step(result)
+            step += 1
+            if not result["passed"]:
+                break
+            best = result
+            rate *= s.w1_factor
+        failed = steps[-1] if not steps[-1]["passed"] else None
+        if failed is not None and best is not None:
+            # one more step halfway (geometrically) between the last pass and the failure
+            quiet = wait_quiet(pool, receivers, failed["step"])
+            middle = math.sqrt(best["publish_rate"] * failed["publish_rate"])
+            result = publish_step(
+                run,
+                cluster,
+                pool,
+                publisher,
+                receivers,
+                n,
+                step,
+                middle,
+                payload,
+                s.w1_step_seconds,
+            )
+            result["after_quiet_seconds"] = round(quiet, 1)
+            steps.append(result)
+            _print_step(result)
+            if result["passed"]:
+                best = result
+        if failed is None:
+            run.note(
+                f"W1 {stack} {payload} B passed every step up to {steps[-1]['publish_rate']} "
+                "publishes/s: its maximum is higher than measured"
+            )
+    return {
+        "stack": stack,
+        "payload_bytes": payload,
+        "receivers": joined,
+        "clients_per_node": per_node,
+        "steps": steps,
+        "max": best,
+    }
+
+
+def _print_step(result: Json) -> None:
+    latency = result["latency"]
+    p95 = latency["p95_ms"]
+    print(
+        f"    rate {result['publish_rate']:>8}/s delivered {result['delivered_per_s']:>9}/s "
+        f"({result['delivery']:.2%}) p95 {p95 if p95 is None else round(p95, 1)} ms "
+        f"cpu {result['cpu_cores']} {'pass' if result['passed'] else 'FAIL'}",
+        flush=True,
+    )
+
+
+def w2_latency(run: Run, stack: str, rates: list[tuple[str, float]], step_base: int) -> Json:
+    """A publisher on node A, receivers on node B (sent there by HAProxy's cookie)."""
+    s = run.settings
+    receivers_wanted = max(1, s.w1_clients // 2)
+    with run.cluster(stack) as cluster, run.pool(1 + s.w1_receiver_workers, f"w2-{stack}") as pool:
+        publisher, receivers = pool[0], pool.workers[1:]
+        node_a, node_b = cluster.nodes[0], cluster.nodes[1]
+        url = cluster.haproxy.url
+        joined = connect(
+            pool,
+            receivers,
+            url,
+            receivers_wanted,
+            s.connect_concurrency,
+            room=ROOM,
+            cookie=cluster.haproxy.cookie_for(node_b),
+        )
+        connect(pool, [publisher], url, 1, 1, cookie=cluster.haproxy.cookie_for(node_a))
+        per_node = {node.node_name: node.clients() for node in cluster.nodes}
+        print(f"  W2 {stack}: {joined['connected']} receivers {per_node}", flush=True)
+        results = {}
+        for offset, (label, rate) in enumerate(rates):
+            result = publish_step(
+                run,
+                cluster,
+                pool,
+                publisher,
+                receivers,
+                joined["connected"],
+                step_base + offset,
+                rate,
+                100,
+                s.w2_seconds,
+            )
+            _print_step(result)
+            results[label] = result
+    return {
+        "stack": stack,
+        "receivers": joined,
+        "clients_per_node": per_node,
+        "rates": results,
+    }
+
+
+def w3_idle(run: Run, stack: str) -> Json:
+    """Ramp to many idle websocket connections through HAProxy; memory and idle CPU."""
+    s = run.settings
+    processes = max(1, math.ceil(s.w3_connections / s.haproxy_maxconn))
+    if processes > 1:
+        run.note(
+            f"W3: one HAProxy process proxies at most {s.haproxy_maxconn} connections (two "
+            f"descriptors each, {cluster_fd_note()}), so W3 runs {processes} HAProxy processes "
+            "with the same configuration sharing the port through SO_REUSEPORT"
+        )
+    with (
+        run.cluster(stack, haproxy_processes=processes) as cluster,
+        run.pool(s.w3_workers, f"w3-{stack}") as pool,
+    ):
+        time.sleep(1.0)
+        before = cluster.usage()
+        started = time.monotonic()
+        opened = connect(
+            pool, pool.workers, cluster.haproxy.url, s.w3_connections, s.w3_concurrency
+        )
+        ramp = time.monotonic() - started
+        time.sleep(s.w3_settle_seconds)
+        clients = {node.node_name: node.clients() for node in cluster.nodes}
+        sampler = Sampler(cpu_groups(cluster, run, pool, None))
+        time.sleep(s.w3_idle_seconds)
+        cpu = sampler.stop()
+        after = cluster.usage()
+        still_open = sum(r["open"] for r in pool.all("received", step=-1))
+    per_node = {}
+    for node in cluster.nodes:
+        name = node.node_name
+        grown = after[name].rss - before[name].rss
+        per_node[name] = {
+            "clients": clients[name],
+            "rss_before_bytes": before[name].rss,
+            "rss_after_bytes": after[name].rss,
+            "rss_per_connection_bytes": round(grown / clients[name]) if clients[name] > 0 else None,
+            "idle_cpu_cores": cpu[name],
+        }
+    print(
+        f"  W3 {stack}: {opened['connected']} connected in {ramp:.1f} s, "
+        f"{still_open} still open after {s.w3_idle_seconds} s idle; {per_node}",
+        flush=True,
+    )
+    return {
+        "stack": stack,
+        "wanted": s.w3_connections,
+        "connected": opened["connected"],
+        "failures": opened["failures"],
+        "still_open": still_open,
+        "ramp_seconds": round(ramp, 2),
+        "haproxy_processes": processes,
+        "nodes": per_node,
+        "haproxy_rss_bytes": after["haproxy"].rss,
+        "idle_cpu_cores": cpu,
+    }
+
+
+def cluster_fd_note() -> str:
+    return f"of the {descriptor_limit()[1]} a process may open"
+
+
+def w4_connect_rate(run: Run, stack: str) -> Json:
+    """Handshakes per second through HAProxy, long-polling with upgrade and websocket-only."""
+    s = run.settings
+    results = {}
+    with run.cluster(stack) as cluster, run.pool(s.w4_workers, f"w4-{stack}") as pool:
+        for mode in ("polling", "websocket"):
+            sampler = Sampler(cpu_groups(cluster, run, pool, None))
+            replies = pool.all(
+                "handshakes",
+                url=cluster.haproxy.url,
+                mode=mode,
+                concurrency=max(1, s.w4_concurrency // len(pool)),
+                seconds=s.w4_seconds,
+            )
+            cpu = sampler.stop()
+            failures: Counter[str] = Counter()
+            for reply in replies:
+                failures.update(reply["failures"])
+            completed = sum(r["completed"] for r in replies)
+            seconds = max(r["seconds"] for r in replies)
+            latency = hist.summary(hist.merge(r["hist"] for r in replies))
+            results[mode] = {
+                "completed": completed,
+                "failed": sum(failures.values()),
+                "failures": dict(failures),
+                "seconds": round(seconds, 3),
+                "per_s": round(completed / seconds, 1),
+                "latency": latency,
+                "cpu_cores": cpu,
+            }
+            print(
+                f"  W4 {stack} {mode}: {results[mode]['per_s']}/s, p99 "
+                f"{latency['p99_ms']} ms, failures {dict(failures)}, cpu {cpu}",
+                flush=True,
+            )
+            time.sleep(1.0)
+    return {"stack": stack, "concurrency": s.w4_concurrency, "modes": results}
+
+
+def profile_wsk(run: Run, rate: float, payload: int, out_raw: Path, out_svg: Path) -> Json:
+    """Sample a wsk node with py-spy while W1 publishes at ``rate``."""
+    s = run.settings
+    py_spy = Path(sys.executable).parent / "py-spy"
+    seconds = s.profile_seconds
+    with (
+        run.cluster("wsk") as cluster,
+        run.pool(1 + s.w1_receiver_workers, "profile") as pool,
+    ):
+        publisher, receivers = pool[0], pool.workers[1:]
+        url = cluster.haproxy.url
+        joined = connect(pool, receivers, url, s.w1_clients, s.connect_concurrency, room=ROOM)
+        connect(pool, [publisher], url, 1, 1)
+        node1, node2 = cluster.nodes[0], cluster.nodes[1]
+        common = ["record", "--duration", str(int(seconds)), "--rate", "100", "--nonblocking"]
+        samplers = [
+            subprocess.Popen(  # noqa: S603
+                [
+                    str(py_spy),
+                    *common,
+                    "--pid",
+                    str(node1.pid),
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(out_raw),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            ),
+            subprocess.Popen(  # noqa: S603
+                [
+                    str(py_spy),
+                    *common,
+                    "--pid",
+                    str(node2.pid),
+                    "--format",
+                    "flamegraph",
+                    "-o",
+                    str(out_svg),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            ),
+        ]
+        time.sleep(1.0)
+        result = publish_step(
+            run,
+            cluster,
+            pool,
+            publisher,
+            receivers,
+            joined["connected"],
+            90_000,
+            rate,
+            payload,
+            seconds,
+        )
+        for sampler in samplers:
+            _, err = sampler.communicate(timeout=seconds + 30)
+            if sampler.returncode != 0:
+                raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+    return {"rate": rate, "payload_bytes": payload, "step": result}
