@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The demo cluster in local containers: HAProxy (lb1), two wsk nodes (app1,
+# app2) and Redis (redis1), deployed by playbooks/site.yml through Molecule's
+# default scenario.
+#
+#   scripts/demo-cluster.sh up       create (or update) it and say how to connect
+#   scripts/demo-cluster.sh down     remove the containers (the image stays)
+#   scripts/demo-cluster.sh status   list its containers
+#
+# Needs the deployment tools in the virtualenv (requirements-dev.txt) and the
+# project itself there (for wsk-client): `make` installs both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${WSK_VENV:-.venv}
+export PATH="$PWD/$venv/bin:$PATH"
+http_port=${WSK_MOLECULE_HTTP_PORT:-8080}
+stats_port=${WSK_MOLECULE_STATS_PORT:-8404}
+
+if ! command -v molecule >/dev/null 2>&1; then
+    echo "demo-cluster: molecule is not in $venv; run: $venv/bin/pip install -r requirements-dev.txt" >&2
+    exit 2
+fi
+
+case ${1:-up} in
+    up)
+        scripts/docker-engine.sh
+        molecule converge
+        cat <<MESSAGE
+
+The wsk demo cluster is up (containers lb1, app1, app2, redis1).
+  Socket.IO endpoint  http://127.0.0.1:$http_port/wsk
+  HAProxy stats       http://127.0.0.1:$stats_port/stats   (admin / wsk-demo-stats-password, inventory/demo)
+Connect a client that prints every event (okok heartbeats arrive every second):
+  $venv/bin/wsk-client http://127.0.0.1:$http_port --path /wsk --transport both
+Deploy again after a change:   $venv/bin/ansible-playbook playbooks/site.yml
+Operate a node:                docker exec app1 systemctl status 'wsk@*'
+Remove it:                     make destroy
+MESSAGE
+        ;;
+    down)
+        if docker info >/dev/null 2>&1; then
+            molecule destroy
+        fi
+        ;;
+    status)
+        docker ps --filter "name=^(lb1|app1|app2|redis1)$" --format '{{.Names}}\t{{.Status}}\t{{.Ports}}'
+        ;;
+    *)
+        echo "usage: $0 [up|down|status]" >&2
+        exit 2
+        ;;
+esac
