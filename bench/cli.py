@@ -18,9 +18,12 @@ from bench import machine, report
 from bench.procs import NODE_DIR, ROOT, BenchError, RedisServer, require
 from bench.profile import summarize
 from bench.settings import MODES, Settings
+from bench.workers import background_cores
 from bench.workloads import Run, profile_wsk, w1_fan_out, w2_latency, w3_idle, w4_connect_rate
 
 WORKLOADS = ("w1", "w2", "w3", "w4")
+QUIET_CORES = 0.25
+QUIET_SAMPLE_SECONDS = 3.0
 SCHEMA = 1
 
 Json = dict[str, Any]
@@ -52,6 +55,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated subset of w1,w2,w3,w4 (default: all)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy on a wsk node")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for other processes to leave the machine nearly idle "
+        f"(under {QUIET_CORES} cores busy)",
+    )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the work directory with every process' log"
     )
@@ -161,6 +172,16 @@ def run_profile(run: Run, results: Json, out: Path, label: str) -> None:
     results["profile"] = profiled
 
 
+def wait_quiet(limit: float) -> float:
+    """Wait up to ``limit`` seconds for the machine to be nearly idle; how busy it was last."""
+    deadline = time.monotonic() + limit
+    while True:
+        busy = background_cores(QUIET_SAMPLE_SECONDS)
+        if busy < QUIET_CORES or time.monotonic() >= deadline:
+            return busy
+        print(f"the machine is busy ({busy} cores); waiting for it to quieten", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; write benchmarks.md, benchmarks-LABEL.json and .png in ``--out``."""
     args = parse_args(argv)
@@ -174,8 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_descriptor_limit(notes)
     started = datetime.datetime.now(datetime.UTC)
     clock = time.monotonic()
+    background = wait_quiet(args.wait_quiet)
     load_before = machine.load_average()
-    print(f"load average before the run: {load_before}", flush=True)
+    print(
+        f"load average before the run: {load_before}; other processes kept {background} cores busy",
+        flush=True,
+    )
     results: Json = {
         "schema": SCHEMA,
         "label": args.label,
@@ -209,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif ok:
             print(f"logs kept in {workdir}")
     results["load_average"] = {"before": load_before, "after": machine.load_average()}
+    results["background_cores"] = {
+        "before": background,
+        "after": background_cores(QUIET_SAMPLE_SECONDS),
+    }
     results["duration_seconds"] = round(time.monotonic() - clock, 1)
     results["notes"] = notes
     results["figures"] = report.figures(results)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import random
 import resource
@@ -352,7 +353,7 @@ class Worker:
                             raise ProtocolError(f"join answered {answer!r}")
                     self.clients.append(client)
                 except (TimeoutError, OSError, ProtocolError) as exc:
-                    name = type(exc).__name__
+                    name = failure_name(exc)
                     failures[name] = failures.get(name, 0) + 1
 
         await asyncio.gather(*(one() for _ in range(count)))
@@ -442,7 +443,7 @@ class Worker:
                 try:
                     await asyncio.wait_for(handshake(host, port, path), HANDSHAKE_TIMEOUT)
                 except (TimeoutError, OSError, ProtocolError, ValueError) as exc:
-                    name = type(exc).__name__
+                    name = failure_name(exc)
                     failures[name] = failures.get(name, 0) + 1
                     continue
                 times[hist.bucket(time.monotonic_ns() - started)] += 1
@@ -493,6 +494,15 @@ class Worker:
 
     async def ping(self) -> Json:
         return {}
+
+
+def failure_name(exc: BaseException) -> str:
+    """A short name for why a connection failed: ``OSError:EMFILE``, ``TimeoutError``."""
+    name = type(exc).__name__
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, OSError) and code in errno.errorcode:
+        return f"{name}:{errno.errorcode[code]}"
+    return name
 
 
 def raise_descriptor_limit() -> tuple[int, int]:

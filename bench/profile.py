@@ -2,7 +2,7 @@
 
 py-spy's ``raw`` format is one line per distinct stack, outermost frame first,
 frames separated by ``;``, then a space and the number of samples. A frame reads
-``function (path/to/file.py:line)``.
+``function (package/file.py:line)``; functions are counted without their line.
 """
 
 from __future__ import annotations
@@ -13,30 +13,21 @@ from pathlib import Path
 from typing import Any
 
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-SITE = re.compile(r"/(?:site|dist)-packages/(?P<package>[^/]+)")
-STDLIB = re.compile(r"/python3\.\d+/(?P<module>[^/]+)")
 
 
 def where(file: str) -> str:
-    """The package or standard-library module a source file belongs to."""
-    if match := SITE.search(file):
-        package = match["package"]
-        return package[:-3] if package.endswith(".py") else package
-    if "/server/wsk/" in file:
-        return "wsk"
-    if match := STDLIB.search(file):
-        module = match["module"]
-        return "stdlib " + (module[:-3] if module.endswith(".py") else module)
-    return file or "?"
+    """The top-level package or module a frame's file belongs to.
 
-
-def short(file: str) -> str:
-    """A file path shortened to its package and file name."""
-    for marker in ("-packages/", "/server/", "/lib/python3."):
-        if marker in file:
-            tail = file.split(marker, 1)[1]
-            return tail.split("/", 1)[1] if marker == "/lib/python3." else tail
-    return file
+    py-spy names a file by its path below the ``sys.path`` entry it came from
+    (``eventlet/hubs/hub.py``, ``json/encoder.py``, ``threading.py``).
+    """
+    if not file:
+        return "?"
+    if file.startswith("/"):
+        if "/server/wsk/" in file:
+            return "wsk"
+        return file.rsplit("/", 1)[-1].removesuffix(".py")
+    return file.split("/", 1)[0].removesuffix(".py")
 
 
 def parse_frame(frame: str) -> tuple[str, str]:
@@ -63,9 +54,9 @@ def summarize(raw: Path, top: int = 20) -> dict[str, Any]:
         if not frames:
             continue
         function, file = frames[-1]
-        own[f"{function} ({short(file)})"] += count
+        own[f"{function} ({file})"] += count
         packages[where(file)] += count
-        for name in {f"{fn} ({short(fl)})" for fn, fl in frames}:
+        for name in {f"{fn} ({fl})" for fn, fl in frames}:
             inclusive[name] += count
 
     def shares(counter: Counter[str]) -> list[dict[str, Any]]:

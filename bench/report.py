@@ -220,7 +220,10 @@ def markdown(results: Json, chart_name: str) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, "
         f"kernel {m['kernel']}. Load average (1/5/15 min) before the run "
-        f"{results['load_average']['before']}, after {results['load_average']['after']}.",
+        f"{results['load_average']['before']}, after {results['load_average']['after']}; "
+        f"processes outside the benchmark kept {results['background_cores']['before']} cores "
+        f"busy just before it and {results['background_cores']['after']} just after (the "
+        "`others` column of each step says how much during it).",
         "",
         f"Versions: wsk {py['wsk']}, python-socketio {py['python-socketio']}, python-engineio "
         f"{py['python-engineio']}, eventlet {py['eventlet']}, redis-py {py['redis']} on Python "
@@ -465,7 +468,10 @@ def chart(results: Json, path: Path) -> None:
     ramp.set_ylabel("delivered msgs/s")
     ramp.set_title("W1 fan-out ramp (x: step failed)")
     ramp.grid(True, which="both", alpha=0.3)
-    ramp.legend(fontsize=8)
+    if results["w1"]:
+        ramp.legend(fontsize=8)
+    else:
+        ramp.text(0.5, 0.5, "W1 not run", ha="center", transform=ramp.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

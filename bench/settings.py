@@ -21,7 +21,7 @@ class Settings:
     # W1: fan-out
     w1_clients: int = 1000
     w1_payloads: tuple[int, ...] = (100, 1024)
-    w1_start_rate: float = 2.0
+    w1_start_rate: float = 4.0
     w1_factor: float = 1.5
     w1_max_steps: int = 16
     w1_step_seconds: float = 3.0
@@ -30,7 +30,7 @@ class Settings:
     w1_max_p95_ms: float = 500.0
     w1_receiver_workers: int = 2
     # W2: cross-node latency
-    w2_low_rate: float = 10.0
+    w2_low_rate: float = 2.0
     w2_seconds: float = 5.0
     # W3: idle capacity
     w3_connections: int = 10_000

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.procs import ROOT, BenchError, Usage, usage
+from bench.procs import CLOCK_TICKS, ROOT, BenchError, Usage, usage
 
 REPLY_TIMEOUT = 120.0
 
@@ -137,10 +137,34 @@ class Sampler:
         self.started = time.monotonic()
 
     def _read(self) -> dict[str, float]:
-        return {name: sum(usage(pid).cpu for pid in pids) for name, pids in self.groups.items()}
+        used = {name: sum(usage(pid).cpu for pid in pids) for name, pids in self.groups.items()}
+        used["machine"] = machine_busy()
+        return used
 
     def stop(self) -> dict[str, float]:
-        """Each group's CPU since the start, in cores (1.0 is one core busy all along)."""
+        """Each group's CPU since the start, in cores (1.0 is one core busy all along).
+
+        ``machine`` is every process of the machine, this run's and any other's;
+        ``others`` is what is left of it once the groups are taken away.
+        """
         end = self._read()
         wall = time.monotonic() - self.started
-        return {name: round((end[name] - self.start[name]) / wall, 3) for name in self.groups}
+        cores = {name: round((end[name] - self.start[name]) / wall, 3) for name in end}
+        ours = sum(value for name, value in cores.items() if name != "machine")
+        cores["others"] = round(max(0.0, cores["machine"] - ours), 3)
+        return cores
+
+
+def background_cores(seconds: float) -> float:
+    """How busy the machine is, in cores, measured over ``seconds``."""
+    start = machine_busy()
+    time.sleep(seconds)
+    return round((machine_busy() - start) / seconds, 3)
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (all but idle and I/O wait) since boot."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS

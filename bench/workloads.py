@@ -85,6 +85,11 @@ def connect(
     failures: Counter[str] = Counter()
     for reply in replies:
         failures.update(reply["failures"])
+    if any("EMFILE" in name or "ENFILE" in name for name in failures):
+        raise BenchError(
+            f"the load generator hit the open-files limit ({descriptor_limit()[1]} a process): "
+            f"{dict(failures)}; give it more processes"
+        )
     if count and not sum(r["connected"] for r in replies):
         raise BenchError(f"no client could connect to {url}: {dict(failures)}")
     return {
@@ -302,9 +307,13 @@ def w3_idle(run: Run, stack: str) -> Json:
             f"descriptors each, {cluster_fd_note()}), so W3 runs {processes} HAProxy processes "
             "with the same configuration sharing the port through SO_REUSEPORT"
         )
+    # each load-generator process keeps one descriptor per connection, and some spare
+    workers = max(s.w3_workers, math.ceil(s.w3_connections / (descriptor_limit()[1] - 200)))
+    if workers > s.w3_workers:
+        run.note(f"W3: {workers} load-generator processes, for the open-files limit")
     with (
         run.cluster(stack, haproxy_processes=processes) as cluster,
-        run.pool(s.w3_workers, f"w3-{stack}") as pool,
+        run.pool(workers, f"w3-{stack}") as pool,
     ):
         time.sleep(1.0)
         before = cluster.usage()
