@@ -71,9 +71,7 @@ class Probe:
             self.messages.append(data)
 
     def connect(self) -> Probe:
-        self.sio.connect(
-            URL, socketio_path=PATH, transports=self.transports, wait_timeout=10
-        )
+        self.sio.connect(URL, socketio_path=PATH, transports=self.transports, wait_timeout=10)
         return self
 
     def whoami(self) -> dict:
@@ -179,9 +177,7 @@ def test_a_publish_on_one_node_reaches_clients_on_the_others():
             assert ack["node"].rsplit(":", 1)[0] == host
 
             def everyone_got_it(payload=payload):
-                return all(
-                    any(m["data"] == payload for m in probe.messages) for probe in clients
-                )
+                return all(any(m["data"] == payload for m in probe.messages) for probe in clients)
 
             wait_for(everyone_got_it, 10, f"{payload} to reach every client")
             for probe in clients:
@@ -193,6 +189,7 @@ def test_a_publish_on_one_node_reaches_clients_on_the_others():
 
 def test_okok_heartbeats_arrive_from_every_process():
     with probes(WEBSOCKET, count=2) as clients:
+
         def heard(probe):
             with probe.lock:
                 return {beat["node"] for beat in probe.okok}

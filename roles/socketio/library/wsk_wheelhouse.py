@@ -71,7 +71,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -224,10 +223,22 @@ def main() -> None:
             run(
                 module,
                 [
-                    python, shim, "--disable-pip-version-check",
-                    "download", "--only-binary=:all:", "--dest", fresh,
-                    "--python-version", pyver, "--implementation", "cp", "--abi", f"cp{nodot}",
-                    *platform_args, *params["pip_extra_args"], built,
+                    python,
+                    shim,
+                    "--disable-pip-version-check",
+                    "download",
+                    "--only-binary=:all:",
+                    "--dest",
+                    fresh,
+                    "--python-version",
+                    pyver,
+                    "--implementation",
+                    "cp",
+                    "--abi",
+                    f"cp{nodot}",
+                    *platform_args,
+                    *params["pip_extra_args"],
+                    built,
                 ],
                 env={"WSK_TARGET_MARKERS": target},
             )
@@ -235,7 +246,7 @@ def main() -> None:
             with open(os.path.join(fresh, STAMP), "w", encoding="utf-8") as stream:
                 stream.write("".join(f"{line}\n" for line in pins))
             shutil.rmtree(path, ignore_errors=True)
-            os.chmod(fresh, 0o755)
+            os.chmod(fresh, 0o755)  # noqa: S103 - a directory others read the wheels from
             os.replace(fresh, path)
             changed = True
 
