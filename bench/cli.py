@@ -64,6 +64,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"(under {QUIET_CORES} cores busy)",
     )
     parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: write the Markdown section and the chart of a results file again",
+    )
+    parser.add_argument(
         "--keep-logs", action="store_true", help="keep the work directory with every process' log"
     )
     args = parser.parse_args(argv)
@@ -185,6 +191,14 @@ def wait_quiet(limit: float) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; write benchmarks.md, benchmarks-LABEL.json and .png in ``--out``."""
     args = parse_args(argv)
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        # settings added since that run only shape the report: take today's defaults
+        current = MODES[results["mode"]].as_dict()
+        results["settings"] = {**current, **results["settings"]}
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_results(results, args.out)
+        return 0
     settings: Settings = MODES["smoke" if args.smoke else "full"]
     notes: list[str] = []
     try:
@@ -240,18 +254,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     results["duration_seconds"] = round(time.monotonic() - clock, 1)
     results["notes"] = notes
+    write_results(results, args.out)
+    return 0
+
+
+def write_results(results: Json, out: Path) -> None:
+    """Compute the figures; write the JSON, the chart and the section of benchmarks.md."""
+    label = results["label"]
     results["figures"] = report.figures(results)
-    json_path = args.out / f"benchmarks-{args.label}.json"
-    png_path = args.out / f"benchmarks-{args.label}.png"
+    json_path = out / f"benchmarks-{label}.json"
+    png_path = out / f"benchmarks-{label}.png"
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     report.chart(results, png_path)
-    report.update_document(
-        args.out / "benchmarks.md", args.label, report.markdown(results, png_path.name)
-    )
-    print(f"wrote {json_path}, {png_path} and {args.out / 'benchmarks.md'}", flush=True)
+    report.update_document(out / "benchmarks.md", label, report.markdown(results, png_path.name))
+    print(f"wrote {json_path}, {png_path} and {out / 'benchmarks.md'}", flush=True)
     for row in results["figures"]:
         print(
             f"  {row['workload']} {row['label']}: wsk {row['wsk']} Node {row['node']} "
             f"ratio {row['ratio']}"
         )
-    return 0

@@ -378,9 +378,20 @@ class Worker:
         return client
 
     async def publish(
-        self, rate: float, seconds: float, room: str | None, size: int, step: int
+        self,
+        rate: float,
+        seconds: float,
+        room: str | None,
+        size: int,
+        step: int,
+        tail_step: int | None = None,
+        tail_from: int | None = None,
     ) -> Json:
-        """Publish ``rate`` messages a second for ``seconds`` from this process' first client."""
+        """Publish ``rate`` messages a second for ``seconds`` from this process' first client.
+
+        Messages from the ``tail_from``-th on are marked ``tail_step`` instead of
+        ``step``, so that the end of a step can be judged apart from its start.
+        """
         client = self.clients[0]
         total = max(1, round(rate * seconds))
         pad = "x" * size
@@ -393,7 +404,8 @@ class Worker:
         while sent < total:
             due = min(total, int((time.monotonic() - started) * rate) + 1)
             while sent < due:
-                stamp = f"~{step}~{time.monotonic_ns()}~"
+                mark = tail_step if tail_from is not None and sent >= tail_from else step
+                stamp = f"~{mark}~{time.monotonic_ns()}~"
                 data: Json = {"data": stamp + pad[len(stamp) :]}
                 if room is not None:
                     data["room"] = room
@@ -402,10 +414,10 @@ class Worker:
             await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
         return {"sent": sent, "seconds": time.monotonic() - started, "acked": self.acked}
 
-    async def received(self, step: int) -> Json:
-        """What this process' clients received of ``step``."""
+    async def received(self, steps: list[int]) -> Json:
+        """What this process' clients received of each of ``steps``."""
         return {
-            **self.stats.report(step),
+            "steps": {str(step): self.stats.report(step) for step in steps},
             "open": sum(1 for c in self.clients if c.open),
             "disconnects": self.stats.disconnects,
             "other_events": self.stats.other_events,

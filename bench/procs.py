@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 STACKS = ("wsk", "node")
+# a line of a node's log that says something went wrong
+PROBLEM = re.compile(r"ERROR|CRITICAL|Traceback|[Ee]rror:|Cannot |^redis: ")
 
 
 class BenchError(RuntimeError):
@@ -181,9 +185,15 @@ class ServerNode(Process):
     """One node of a stack: a ``wsk-server`` or the Node reference ``server.js``."""
 
     def __init__(
-        self, stack: str, name: str, workdir: Path, redis_url: str, settings: NodeSettings
+        self,
+        stack: str,
+        name: str,
+        workdir: Path,
+        redis_url: str,
+        settings: NodeSettings,
+        tag: str = "",
     ) -> None:
-        super().__init__(f"{stack}-{name}", workdir)
+        super().__init__(f"{tag}-{stack}-{name}" if tag else f"{stack}-{name}", workdir)
         self.stack = stack
         self.node_name = name
         self.port = free_port()
@@ -361,12 +371,14 @@ class Cluster:
         nodes: int,
         haproxy_maxconn: int,
         haproxy_processes: int = 1,
+        tag: str = "",
     ) -> None:
         if stack not in STACKS:
             raise BenchError(f"unknown stack {stack!r}")
         self.stack = stack
         self.nodes = [
-            ServerNode(stack, f"node{i}", workdir, redis.url, settings) for i in range(1, nodes + 1)
+            ServerNode(stack, f"node{i}", workdir, redis.url, settings, tag)
+            for i in range(1, nodes + 1)
         ]
         self.haproxy = HAProxy(workdir, self.nodes, haproxy_maxconn, haproxy_processes)
 
@@ -389,6 +401,18 @@ class Cluster:
         self.haproxy.stop()
         for node in self.nodes:
             node.stop()
+
+    def log_problems(self) -> dict[str, Any]:
+        """The error lines the nodes logged: how many, and the most frequent ones."""
+        found: Counter[str] = Counter()
+        for node in self.nodes:
+            if not node.log_path.exists():
+                continue
+            for line in node.log_path.read_text(errors="replace").splitlines():
+                if PROBLEM.search(line):
+                    text = re.sub(r"^[\d-]+ [\d:,]+ ", "", line.strip())
+                    found[f"{node.node_name}: " + re.sub(r"\d+", "#", text)[:160]] += 1
+        return {"lines": sum(found.values()), "most_frequent": dict(found.most_common(5))}
 
     def usage(self) -> dict[str, Usage]:
         """CPU and RSS of each node and of HAProxy, by name."""

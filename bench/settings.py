@@ -24,11 +24,14 @@ class Settings:
     w1_start_rate: float = 4.0
     w1_factor: float = 1.5
     w1_max_steps: int = 16
-    w1_step_seconds: float = 3.0
+    w1_step_seconds: float = 4.0
     w1_drain_seconds: float = 2.0
     w1_min_delivery: float = 0.99
     w1_max_p95_ms: float = 500.0
     w1_receiver_workers: int = 2
+    # the server CPU a delivery costs: median over the passing steps in this range of
+    # offered msgs/s, where two cores are not yet saturated and nothing batches much
+    w1_cost_range: tuple[float, float] = (5_000.0, 25_000.0)
     # W2: cross-node latency
     w2_low_rate: float = 2.0
     w2_seconds: float = 5.0

@@ -135,6 +135,7 @@ class Sampler:
         self.groups = groups
         self.start = self._read()
         self.started = time.monotonic()
+        self.wall = 0.0
 
     def _read(self) -> dict[str, float]:
         used = {name: sum(usage(pid).cpu for pid in pids) for name, pids in self.groups.items()}
@@ -148,7 +149,7 @@ class Sampler:
         ``others`` is what is left of it once the groups are taken away.
         """
         end = self._read()
-        wall = time.monotonic() - self.started
+        wall = self.wall = time.monotonic() - self.started
         cores = {name: round((end[name] - self.start[name]) / wall, 3) for name in end}
         ours = sum(value for name, value in cores.items() if name != "machine")
         cores["others"] = round(max(0.0, cores["machine"] - ours), 3)
