@@ -2,15 +2,20 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Deployment tools call ansible-playbook: they find it on PATH, in the venv.
+VENV_PATH := PATH=$(CURDIR)/$(BIN):$$PATH
 # PACKAGE:COMMAND is skipped where COMMAND exists already
 OS_PACKAGES := redis-server haproxy curl openssl nodejs:node npm:npm
 VENV_PACKAGE := $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
 
-.PHONY: help demo demo-local demo-local-stop test lint pytest os-packages clean
+.PHONY: help demo destroy demo-local demo-local-stop test lint pytest ansible-lint yamllint \
+	molecule os-packages clean
 
 help:
-	@echo "make demo   bring a working cluster up and say how to connect to it"
-	@echo "make test   install what the tests need and run them all"
+	@echo "make demo      deploy a cluster into local containers and say how to connect to it"
+	@echo "make destroy   remove the demo cluster"
+	@echo "make test      install what the tests need and run them all"
+	@echo "make demo-local / demo-local-stop   the same cluster as plain processes on loopback"
 
 os-packages:
 	scripts/install-os-packages.sh $(OS_PACKAGES) $(VENV_PACKAGE)
@@ -21,10 +26,18 @@ $(BIN)/wsk-server: pyproject.toml | os-packages
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
+$(BIN)/molecule: requirements-dev.txt | $(BIN)/wsk-server
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $@
+
 tests/node/node_modules/.package-lock.json: tests/node/package.json tests/node/package-lock.json | os-packages
 	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
-demo: demo-local
+demo: $(BIN)/wsk-server $(BIN)/molecule
+	$(VENV_PATH) scripts/demo-cluster.sh up
+
+destroy: $(BIN)/molecule
+	$(VENV_PATH) scripts/demo-cluster.sh down
 
 demo-local: os-packages $(BIN)/wsk-server
 	scripts/demo-local.sh
@@ -33,13 +46,23 @@ demo-local-stop:
 	scripts/demo-local.sh stop
 
 lint: $(BIN)/wsk-server
-	$(BIN)/ruff check server tests
-	$(BIN)/ruff format --check server tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 pytest: os-packages $(BIN)/wsk-server tests/node/node_modules/.package-lock.json
 	$(BIN)/pytest
 
-test: lint pytest
+ansible-lint: $(BIN)/molecule
+	$(VENV_PATH) ansible-lint
+
+yamllint: $(BIN)/molecule
+	$(BIN)/yamllint -s .
+
+molecule: $(BIN)/wsk-server $(BIN)/molecule
+	$(VENV_PATH) scripts/docker-engine.sh
+	$(VENV_PATH) molecule test
+
+test: lint pytest ansible-lint yamllint molecule
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .demo-local
