@@ -49,25 +49,41 @@ def run_heartbeat(
         metrics.heartbeats.inc()
 
 
-def private_ipv4() -> str:
-    """This host's private IPv4 address, as peers on its network see it.
+def private_ipv4(peer: str | None = None) -> str:
+    """This host's private IPv4 address, as the other machines of the cluster see it.
 
-    First the address the host name resolves to, as the seed did; when that is a
-    loopback address (Debian maps the host name to 127.0.1.1), the address of the
-    interface that carries the default route; 127.0.0.1 when there is none.
+    First the address the host name resolves to, as the seed did. Debian maps the
+    host name to 127.0.1.1, so when that is a loopback address: the source address
+    of the route to ``peer`` (the Redis host: connecting a UDP socket picks a route
+    and sends nothing), then the address of the interface that carries the default
+    route. The loopback address when nothing better is known.
     """
     try:
         address = socket.gethostbyname(socket.gethostname())
     except OSError:
         address = "127.0.0.1"
-    if not ipaddress.ip_address(address).is_loopback:
-        return address
+    candidates = (_source_address_towards(peer), _default_route_ipv4())
+    return next((c for c in candidates if c and not _is_loopback(c)), address)
+
+
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+def _source_address_towards(peer: str | None) -> str | None:
+    if not peer:
+        return None
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((peer, 9))  # a UDP connect sends nothing
+            return probe.getsockname()[0]
+    except OSError:
+        return None
+
+
+def _default_route_ipv4() -> str | None:
     interface = _default_route_interface()
-    if interface:
-        found = _interface_ipv4(interface)
-        if found:
-            return found
-    return address
+    return _interface_ipv4(interface) if interface else None
 
 
 def _default_route_interface() -> str | None:

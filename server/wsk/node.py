@@ -11,6 +11,7 @@ import resource
 import signal
 import time
 from types import FrameType
+from urllib.parse import urlsplit
 
 import eventlet
 import eventlet.wsgi
@@ -58,7 +59,7 @@ class Node:
             self.metrics,
             config.max_payload,
         )
-        self.host_ip = private_ipv4()
+        self.host_ip = private_ipv4(urlsplit(config.redis_url).hostname)
         self._stop_requested = False
 
     def run(self) -> None:
