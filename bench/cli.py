@@ -119,14 +119,9 @@ def run_workloads(run: Run, args: argparse.Namespace, results: Json) -> None:
     stacks = s.stacks
     turn = 0
     if "w1" in args.workloads:
-        for index, payload in enumerate(s.w1_payloads):
-            for stack in order(stacks, turn):
-                print(f"W1 fan-out, {stack}, {payload} B", flush=True)
-                results["w1"].append(
-                    w1_fan_out(run, stack, payload, 1000 * (len(results["w1"]) + 1))
-                )
-            turn += 1
-            del index
+        for payload in s.w1_payloads:
+            print(f"W1 fan-out, {payload} B", flush=True)
+            results["w1"] += w1_fan_out(run, payload)
     if "w2" in args.workloads:
         rates = [("low", s.w2_low_rate)]
         payload = s.w1_payloads[0]
@@ -138,29 +133,24 @@ def run_workloads(run: Run, args: argparse.Namespace, results: Json) -> None:
                 f"{max(1, s.w1_clients // 2)} receivers on node2 (as many as one node held in "
                 f"W1), {payload} B. `low` is {s.w2_low_rate:g} publishes/s; `half` is half the "
                 f"lower of the two stacks' highest passing W1 publish rates ({payload} B), the "
-                "same absolute rate for both stacks: node2 then delivers half what each node "
-                "delivered at that W1 maximum."
+                "same absolute rate for both stacks: node2 then delivers half of what each node "
+                "delivered at the lower W1 maximum."
             )
         else:
             how = "W1 found no passing rate for both stacks, so only the low rate was measured."
             run.note("W2: no half-of-W1 rate (W1 was not run or found no passing rate)")
         results["w2"]["rates"] = [{"label": label, "publish_rate": rate} for label, rate in rates]
         results["w2"]["how"] = how
-        for stack in order(stacks, turn):
-            print(f"W2 cross-node latency, {stack}", flush=True)
-            base = 50_000 + 100 * len(results["w2"]["runs"])
-            results["w2"]["runs"].append(w2_latency(run, stack, rates, base))
-        turn += 1
+        print("W2 cross-node latency", flush=True)
+        results["w2"]["runs"] = w2_latency(run, rates)
     if "w3" in args.workloads:
         for stack in order(stacks, turn):
             print(f"W3 idle capacity, {stack}", flush=True)
             results["w3"].append(w3_idle(run, stack))
         turn += 1
     if "w4" in args.workloads:
-        for stack in order(stacks, turn):
-            print(f"W4 connect rate, {stack}", flush=True)
-            results["w4"].append(w4_connect_rate(run, stack))
-        turn += 1
+        print("W4 connect rate", flush=True)
+        results["w4"] = w4_connect_rate(run)
 
 
 def run_profile(run: Run, results: Json, out: Path, label: str) -> None:

@@ -7,11 +7,13 @@ fresh load-generator processes, and stops them all before it returns.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,79 +219,154 @@ def wait_quiet(pool: Pool, receivers: list[Worker], step: int) -> float:
     return time.monotonic() - started
 
 
-def w1_fan_out(run: Run, stack: str, payload: int, step_base: int) -> Json:
-    """C clients in one room over two nodes; one publisher steps its rate up."""
+@dataclass
+class Side:
+    """One stack's cluster and load-generator processes, set up for a workload."""
+
+    stack: str
+    cluster: Cluster
+    pool: Pool
+    receivers_wanted: int
+    joined: Json = field(default_factory=dict)
+    clients_per_node: dict[str, int] = field(default_factory=dict)
+    steps: list[Json] = field(default_factory=list)
+    best: Json | None = None
+    failed: Json | None = None
+    next_step: int = 1
+
+    @property
+    def publisher(self) -> Worker:
+        return self.pool[0]
+
+    @property
+    def receivers(self) -> list[Worker]:
+        return self.pool.workers[1:]
+
+    def publish(self, run: Run, rate: float, payload: int, seconds: float) -> Json:
+        result = publish_step(
+            run,
+            self.cluster,
+            self.pool,
+            self.publisher,
+            self.receivers,
+            self.joined["connected"],
+            self.next_step,
+            rate,
+            payload,
+            seconds,
+        )
+        self.next_step += 1
+        print(f"  {self.stack:>4}", end="")
+        _print_step(result)
+        return result
+
+
+@contextlib.contextmanager
+def publishing_sides(
+    run: Run, tag: str, receivers: int, cookies: tuple[int, int] | None = None
+) -> Iterator[list[Side]]:
+    """Both stacks' clusters at once, each with its receivers in one room and a publisher.
+
+    Both stay up for the whole workload and take their steps in turns, so that
+    whatever else the machine does at a given moment falls on both alike. With
+    ``cookies`` (publisher's node, receivers' node), HAProxy's cookie sends
+    each client to the node it names.
+    """
     s = run.settings
-    with (
-        run.cluster(stack, f"w1-{payload}") as cluster,
-        run.pool(1 + s.w1_receiver_workers, f"w1-{stack}-{payload}") as pool,
-    ):
-        publisher, receivers = pool[0], pool.workers[1:]
-        url = cluster.haproxy.url
-        joined = connect(pool, receivers, url, s.w1_clients, s.connect_concurrency, room=ROOM)
-        connect(pool, [publisher], url, 1, 1)
-        per_node = {node.node_name: node.clients() for node in cluster.nodes}
-        n = joined["connected"]
-        print(f"  W1 {stack} {payload} B: {n} receivers {per_node}", flush=True)
-        steps: list[Json] = []
-        rate = s.w1_start_rate
-        step = step_base
-        best: Json | None = None
-        for _ in range(s.w1_max_steps):
-            result = publish_step(
-                run, cluster, pool, publisher, receivers, n, step, rate, payload, s.w1_step_seconds
-            )
-            steps.append(result)
-            _print_step(result)
-            step += 1
-            if not result["passed"]:
-                break
-            best = result
-            rate *= s.w1_factor
-        failed = steps[-1] if not steps[-1]["passed"] else None
-        if failed is not None and best is not None:
-            # one more step halfway (geometrically) between the last pass and the failure
-            quiet = wait_quiet(pool, receivers, failed["step"])
-            middle = math.sqrt(best["publish_rate"] * failed["publish_rate"])
-            result = publish_step(
-                run,
-                cluster,
-                pool,
-                publisher,
+    with contextlib.ExitStack() as stack:
+        sides = []
+        for name in s.stacks:
+            cluster = stack.enter_context(run.cluster(name, tag))
+            pool = stack.enter_context(run.pool(1 + s.w1_receiver_workers, f"{tag}-{name}"))
+            sides.append(Side(name, cluster, pool, receivers))
+        for side in sides:
+            url = side.cluster.haproxy.url
+            nodes = side.cluster.nodes
+            publisher_cookie = receiver_cookie = None
+            if cookies is not None:
+                publisher_cookie = side.cluster.haproxy.cookie_for(nodes[cookies[0]])
+                receiver_cookie = side.cluster.haproxy.cookie_for(nodes[cookies[1]])
+            side.joined = connect(
+                side.pool,
+                side.receivers,
+                url,
                 receivers,
-                n,
-                step,
-                middle,
-                payload,
-                s.w1_step_seconds,
+                s.connect_concurrency,
+                room=ROOM,
+                cookie=receiver_cookie,
             )
-            result["after_quiet_seconds"] = round(quiet, 1)
-            steps.append(result)
-            _print_step(result)
-            if result["passed"]:
-                best = result
+            connect(side.pool, [side.publisher], url, 1, 1, cookie=publisher_cookie)
+            side.clients_per_node = {node.node_name: node.clients() for node in nodes}
+            print(
+                f"  {side.stack}: {side.joined['connected']} receivers, clients per node "
+                f"{side.clients_per_node}",
+                flush=True,
+            )
+        yield sides
+
+
+def w1_fan_out(run: Run, payload: int) -> list[Json]:
+    """C clients in one room over two nodes; one publisher steps its rate up.
+
+    The two stacks step up in turns (which goes first alternates), each on its
+    own cluster; a stack that failed a step stops there.
+    """
+    s = run.settings
+    with publishing_sides(run, f"w1-{payload}", s.w1_clients) as sides:
+        rate = s.w1_start_rate
+        for index in range(s.w1_max_steps):
+            ramping = [side for side in sides if side.failed is None]
+            if not ramping:
+                break
+            for side in ramping if index % 2 == 0 else ramping[::-1]:
+                result = side.publish(run, rate, payload, s.w1_step_seconds)
+                side.steps.append(result)
+                if result["passed"]:
+                    side.best = result
+                else:
+                    side.failed = result
+                    # let its backlog drain before anyone's next step
+                    result["quiet_after_seconds"] = round(
+                        wait_quiet(side.pool, side.receivers, result["step"]), 1
+                    )
+            rate *= s.w1_factor
+        for side in sides:
+            if side.failed is not None and side.best is not None:
+                # one more step halfway (geometrically) between the last pass and the failure
+                middle = math.sqrt(side.best["publish_rate"] * side.failed["publish_rate"])
+                result = side.publish(run, middle, payload, s.w1_step_seconds)
+                side.steps.append(result)
+                wait_quiet(side.pool, side.receivers, result["step"])
+                if result["passed"]:
+                    side.best = result
+    results = []
+    for side in sides:
+        best = side.best
         if best is not None and best["cpu_cores"]["machine"] >= SATURATED_CORES:
             cpu = best["cpu_cores"]
             run.note(
-                f"W1 {stack} {payload} B: at its highest passing rate the machine was saturated "
-                f"({cpu['machine']} cores busy, {cpu['others']} of them outside the benchmark; "
-                f"the nodes {server_cores(best):.2f}): that figure is what the whole machine "
-                "(nodes, HAProxy, Redis and the load generator together) carries"
+                f"W1 {side.stack} {payload} B: at its highest passing rate the machine was "
+                f"saturated ({cpu['machine']} cores busy, {cpu['others']} of them outside the "
+                f"benchmark; the nodes {server_cores(best):.2f}): that figure is what the whole "
+                "machine (nodes, HAProxy, Redis and the load generator together) carries"
             )
-        if failed is None:
+        if side.failed is None:
             run.note(
-                f"W1 {stack} {payload} B passed every step up to {steps[-1]['publish_rate']} "
-                "publishes/s: its maximum is higher than measured"
+                f"W1 {side.stack} {payload} B passed every step up to "
+                f"{side.steps[-1]['publish_rate']} publishes/s: its maximum is higher than measured"
             )
-    return {
-        "stack": stack,
-        "payload_bytes": payload,
-        "node_log_problems": run.check_logs(cluster, f"W1 {payload} B"),
-        "receivers": joined,
-        "clients_per_node": per_node,
-        "steps": steps,
-        "max": best,
-    }
+        results.append(
+            {
+                "stack": side.stack,
+                "payload_bytes": payload,
+                "node_log_problems": run.check_logs(side.cluster, f"W1 {payload} B"),
+                "receivers": side.joined,
+                "clients_per_node": side.clients_per_node,
+                "steps": side.steps,
+                "max": best,
+            }
+        )
+    return results
 
 
 def _print_step(result: Json) -> None:
@@ -303,52 +380,29 @@ def _print_step(result: Json) -> None:
     )
 
 
-def w2_latency(run: Run, stack: str, rates: list[tuple[str, float]], step_base: int) -> Json:
-    """A publisher on node A, receivers on node B (sent there by HAProxy's cookie)."""
+def w2_latency(run: Run, rates: list[tuple[str, float]]) -> list[Json]:
+    """A publisher on node1, receivers on node2 (sent there by HAProxy's cookie).
+
+    Both stacks are up at once and measure each rate in turns.
+    """
     s = run.settings
-    receivers_wanted = max(1, s.w1_clients // 2)
-    with (
-        run.cluster(stack, "w2") as cluster,
-        run.pool(1 + s.w1_receiver_workers, f"w2-{stack}") as pool,
-    ):
-        publisher, receivers = pool[0], pool.workers[1:]
-        node_a, node_b = cluster.nodes[0], cluster.nodes[1]
-        url = cluster.haproxy.url
-        joined = connect(
-            pool,
-            receivers,
-            url,
-            receivers_wanted,
-            s.connect_concurrency,
-            room=ROOM,
-            cookie=cluster.haproxy.cookie_for(node_b),
-        )
-        connect(pool, [publisher], url, 1, 1, cookie=cluster.haproxy.cookie_for(node_a))
-        per_node = {node.node_name: node.clients() for node in cluster.nodes}
-        print(f"  W2 {stack}: {joined['connected']} receivers {per_node}", flush=True)
-        results = {}
-        for offset, (label, rate) in enumerate(rates):
-            result = publish_step(
-                run,
-                cluster,
-                pool,
-                publisher,
-                receivers,
-                joined["connected"],
-                step_base + offset,
-                rate,
-                100,
-                s.w2_seconds,
-            )
-            _print_step(result)
-            results[label] = result
-    return {
-        "stack": stack,
-        "node_log_problems": run.check_logs(cluster, "W2"),
-        "receivers": joined,
-        "clients_per_node": per_node,
-        "rates": results,
-    }
+    receivers = max(1, s.w1_clients // 2)
+    results: dict[str, dict[str, Json]] = {stack: {} for stack in s.stacks}
+    with publishing_sides(run, "w2", receivers, cookies=(0, 1)) as sides:
+        for index, (label, rate) in enumerate(rates):
+            for side in sides if index % 2 == 0 else sides[::-1]:
+                results[side.stack][label] = side.publish(run, rate, 100, s.w2_seconds)
+                wait_quiet(side.pool, side.receivers, results[side.stack][label]["step"])
+    return [
+        {
+            "stack": side.stack,
+            "node_log_problems": run.check_logs(side.cluster, "W2"),
+            "receivers": side.joined,
+            "clients_per_node": side.clients_per_node,
+            "rates": results[side.stack],
+        }
+        for side in sides
+    ]
 
 
 def w3_idle(run: Run, stack: str) -> Json:
@@ -418,47 +472,68 @@ def cluster_fd_note() -> str:
     return f"of the {descriptor_limit()[1]} a process may open"
 
 
-def w4_connect_rate(run: Run, stack: str) -> Json:
-    """Handshakes per second through HAProxy, long-polling with upgrade and websocket-only."""
+def w4_connect_rate(run: Run) -> list[Json]:
+    """Handshakes per second through HAProxy, long-polling with upgrade and websocket-only.
+
+    Both stacks are up at once and take each mode in turns.
+    """
     s = run.settings
-    results = {}
-    with run.cluster(stack, "w4") as cluster, run.pool(s.w4_workers, f"w4-{stack}") as pool:
-        for mode in ("polling", "websocket"):
-            sampler = Sampler(cpu_groups(cluster, run, pool, None))
-            replies = pool.all(
-                "handshakes",
-                url=cluster.haproxy.url,
-                mode=mode,
-                concurrency=max(1, s.w4_concurrency // len(pool)),
-                seconds=s.w4_seconds,
+    results: dict[str, dict[str, Json]] = {stack: {} for stack in s.stacks}
+    with contextlib.ExitStack() as stack:
+        sides = [
+            (
+                name,
+                stack.enter_context(run.cluster(name, "w4")),
+                stack.enter_context(run.pool(s.w4_workers, f"w4-{name}")),
             )
-            cpu = sampler.stop()
-            failures: Counter[str] = Counter()
-            for reply in replies:
-                failures.update(reply["failures"])
-            completed = sum(r["completed"] for r in replies)
-            seconds = max(r["seconds"] for r in replies)
-            latency = hist.summary(hist.merge(r["hist"] for r in replies))
-            results[mode] = {
-                "completed": completed,
-                "failed": sum(failures.values()),
-                "failures": dict(failures),
-                "seconds": round(seconds, 3),
-                "per_s": round(completed / seconds, 1),
-                "latency": latency,
-                "cpu_cores": cpu,
-            }
-            print(
-                f"  W4 {stack} {mode}: {results[mode]['per_s']}/s, p99 "
-                f"{latency['p99_ms']} ms, failures {dict(failures)}, cpu {cpu}",
-                flush=True,
-            )
-            time.sleep(1.0)
+            for name in s.stacks
+        ]
+        for index, mode in enumerate(("polling", "websocket")):
+            for name, cluster, pool in sides if index % 2 == 0 else sides[::-1]:
+                results[name][mode] = handshakes(run, cluster, pool, mode)
+                print(
+                    f"  W4 {name} {mode}: {results[name][mode]['per_s']}/s, p99 "
+                    f"{results[name][mode]['latency']['p99_ms']} ms, failures "
+                    f"{results[name][mode]['failures']}, cpu {results[name][mode]['cpu_cores']}",
+                    flush=True,
+                )
+                time.sleep(1.0)
+    return [
+        {
+            "stack": name,
+            "node_log_problems": run.check_logs(cluster, "W4"),
+            "concurrency": s.w4_concurrency,
+            "modes": results[name],
+        }
+        for name, cluster, _ in sides
+    ]
+
+
+def handshakes(run: Run, cluster: Cluster, pool: Pool, mode: str) -> Json:
+    """Connect and disconnect back to back for a while; the rate, times and failures."""
+    s = run.settings
+    sampler = Sampler(cpu_groups(cluster, run, pool, None))
+    replies = pool.all(
+        "handshakes",
+        url=cluster.haproxy.url,
+        mode=mode,
+        concurrency=max(1, s.w4_concurrency // len(pool)),
+        seconds=s.w4_seconds,
+    )
+    cpu = sampler.stop()
+    failures: Counter[str] = Counter()
+    for reply in replies:
+        failures.update(reply["failures"])
+    completed = sum(r["completed"] for r in replies)
+    seconds = max(r["seconds"] for r in replies)
     return {
-        "stack": stack,
-        "node_log_problems": run.check_logs(cluster, "W4"),
-        "concurrency": s.w4_concurrency,
-        "modes": results,
+        "completed": completed,
+        "failed": sum(failures.values()),
+        "failures": dict(failures),
+        "seconds": round(seconds, 3),
+        "per_s": round(completed / seconds, 1),
+        "latency": hist.summary(hist.merge(r["hist"] for r in replies)),
+        "cpu_cores": cpu,
     }
 
 
