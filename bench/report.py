@@ -128,7 +128,7 @@ def figures(results: Json) -> list[Json]:
                 figure(
                     f"w2_{rate['label']}_{pct}",
                     "W2",
-                    f"cross-node latency {pct}, {rate['publish_rate']:g} publishes/s "
+                    f"cross-node latency {pct}, {rate['publish_rate']:.3g} publishes/s "
                     f"({rate['label']})",
                     "ms",
                     "lower",
@@ -233,8 +233,10 @@ def _num(value: Any, unit: str = "") -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if unit == "ms" or abs(value) < 10:
-            return f"{value:,.2f}" if abs(value) < 10 else f"{value:,.1f}"
+        if abs(value) < 10:
+            return f"{value:,.2f}"
+        if abs(value) < 1000:
+            return f"{value:,.1f}"
         return f"{value:,.0f}"
     return str(value)
 
