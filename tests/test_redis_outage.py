@@ -124,3 +124,31 @@ def test_nodes_and_wsk_emit_reach_redis_over_tls(cluster, tmp_path):
 
     b.wait_for("message", lambda m: m["data"] == "over TLS")
     b.wait_for("news", lambda data: data == "emitted")
+
+
+def test_a_subscriber_dropped_by_redis_subscribes_again_and_publishing_goes_on(cluster):
+    """What Redis does to a subscriber that reads too slowly (its output buffer limit)."""
+    import socket as sockets
+
+    cluster.start()
+    a = cluster.node_client(cluster.nodes[0])
+    b = cluster.node_client(cluster.nodes[1])
+    with sockets.create_connection(("127.0.0.1", cluster.redis.port)) as admin:
+        admin.sendall(b"CLIENT KILL TYPE pubsub\r\n")
+        assert int(admin.recv(64)[1:].strip()) == 2  # one subscriber per node
+
+    def relayed_both_ways():
+        marker = uuid.uuid4().hex
+        a.call("publish", {"data": "a" + marker})
+        b.call("publish", {"data": "b" + marker})
+        try:
+            b.wait_for("message", lambda m: m["data"] == "a" + marker, timeout=1)
+            a.wait_for("message", lambda m: m["data"] == "b" + marker, timeout=1)
+        except AssertionError:
+            return False
+        return True
+
+    wait_until(relayed_both_ways, 10, what="relay after the subscribers were dropped")
+    for node in cluster.nodes:
+        assert "Subscribed to Redis at redis://127.0.0.1" in node.log()
+        assert "Cannot publish" not in node.log()

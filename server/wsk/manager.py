@@ -1,20 +1,29 @@
 """The Redis client manager that joins the nodes of a cluster.
 
-It is python-socketio's RedisManager with three changes: it counts what it
-sends and what it fails to publish, it reports how many nodes heard a publish,
-and its subscriber comes back within seconds of Redis returning instead of
-backing off for up to a minute.
+It is python-socketio's RedisManager with its connection handling replaced. The
+original shares one Redis client between publishing and subscribing and makes a
+new one whenever either fails: under overload (Redis drops a subscriber that
+reads too slowly) that cascade broke in-flight publishes and left the listener
+spinning on a subscription that no longer existed. Here the publisher and the
+subscriber have a client each, the publisher's pool reconnects by itself, and a
+subscription that ends for any reason is made again after a short, capped wait.
+The manager also counts what it relays and what it fails to publish.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 import socketio
 
+from wsk.config import hide_password
 from wsk.metrics import Metrics, event_label
+
+log = logging.getLogger("wsk.cluster")
 
 # Seconds the subscriber waits before its first retry, and at most between two.
 RESUBSCRIBE_FIRST_WAIT = 0.5
@@ -26,6 +35,10 @@ REDIS_OPTIONS = {
     # lets a subscriber notice a connection that died without a FIN
     "health_check_interval": 15,
 }
+
+
+class SubscriptionEnded(ConnectionError):
+    """The subscriber's connection stopped delivering without an error."""
 
 
 class ClusterManager(socketio.RedisManager):
@@ -47,14 +60,26 @@ class ClusterManager(socketio.RedisManager):
             **kwargs,
         )
         self.metrics = metrics
+        self.url_for_logs = hide_password(url)
+        self.publisher: redis.Redis | None = None
         self.last_publish_receivers: int | None = None
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url, **self.redis_options)
 
     def _publish(self, data: dict[str, Any]) -> int | None:
         """Publish ``data``; return the number of nodes subscribed, or None on failure."""
-        receivers = super()._publish(data)
+        if self.publisher is None:
+            self.publisher = self._client()
+        try:
+            receivers = self.publisher.publish(self.channel, self.json.dumps(data))
+        except Exception as exc:
+            # the pool drops the failed connection; the next publish makes a new one
+            log.error("Cannot publish to Redis at %s: %s", self.url_for_logs, exc)
+            if self.metrics is not None:
+                self.metrics.redis_publish_failures.inc()
+            receivers = None
         self.last_publish_receivers = receivers
-        if receivers is None and self.metrics is not None:
-            self.metrics.redis_publish_failures.inc()
         return receivers
 
     def _handle_emit(self, message: dict[str, Any]) -> None:
@@ -65,21 +90,25 @@ class ClusterManager(socketio.RedisManager):
 
     def _redis_listen_with_retries(self) -> Iterator[dict[str, Any]]:
         wait = RESUBSCRIBE_FIRST_WAIT
-        subscribed = False
         while True:
+            client = self._client()
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                if not subscribed:
-                    self._redis_connect()
-                    self.pubsub.subscribe(self.channel)
-                    subscribed = True
-                    if wait > RESUBSCRIBE_FIRST_WAIT:
-                        self._get_logger().warning("Subscribed to Redis again")
-                    wait = RESUBSCRIBE_FIRST_WAIT
-                yield from self.pubsub.listen()
+                pubsub.subscribe(self.channel)
+                if wait > RESUBSCRIBE_FIRST_WAIT:
+                    log.warning("Subscribed to Redis at %s again", self.url_for_logs)
+                wait = RESUBSCRIBE_FIRST_WAIT
+                yield from pubsub.listen()
+                raise SubscriptionEnded("the subscription ended")
             except Exception as exc:
-                self._get_logger().error(
-                    "Cannot receive from Redis (%s); retrying in %.1f s", exc, wait
+                log.error(
+                    "Cannot receive from Redis at %s (%s); retrying in %.1f s",
+                    self.url_for_logs,
+                    exc,
+                    wait,
                 )
-                subscribed = False
-                time.sleep(wait)
-                wait = min(wait * 2, RESUBSCRIBE_MAX_WAIT)
+            finally:
+                pubsub.close()
+                client.close()
+            time.sleep(wait)
+            wait = min(wait * 2, RESUBSCRIBE_MAX_WAIT)
