@@ -90,6 +90,23 @@ class GuardedWebSocketWSGI(WebSocketWSGI):
 
         super().__init__(guarded, server)
 
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        # eventlet writes its websocket errors (a shutdown of a socket the peer
+        # already closed, say) to wsgi.errors, without a newline: to the log instead
+        environ["wsgi.errors"] = _DebugLog()
+        return super().__call__(environ, start_response)
+
+
+class _DebugLog:
+    """A file-like object whose writes become debug log lines."""
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            log.debug("eventlet: %s", text.strip())
+
+    def flush(self) -> None:
+        pass
+
 
 class GuardedEngineIOServer(engineio.Server):
     """An Engine.IO server whose websockets are guarded and whose disconnects never block."""

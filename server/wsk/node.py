@@ -45,8 +45,8 @@ class Node:
             max_http_buffer_size=config.max_payload,
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
-            logger=config.log_level == "debug",
-            engineio_logger=False,
+            logger=_library_logger("socketio.server", config.log_level),
+            engineio_logger=_library_logger("engineio.server", config.log_level),
         )
         self.sio.count_protocol_errors_in(self.metrics.protocol_errors)
         events.register(self.sio, config.node_name, self.metrics)
@@ -159,6 +159,18 @@ def raise_descriptor_limit(wanted: int) -> int:
             wanted - SPARE_DESCRIPTORS,
         )
     return soft
+
+
+def _library_logger(name: str, level: str) -> logging.Logger:
+    """A python-socketio or python-engineio logger that logs through ours, once.
+
+    Given no logger, those libraries add a handler of their own, which prints each
+    line a second time beside the root handler's; and their info level is one line
+    per packet. So: their warnings and errors, or everything with --log-level debug.
+    """
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    return logger
 
 
 def _cors(origins: str | tuple[str, ...]) -> str | list[str]:
