@@ -9,12 +9,13 @@ OS_PACKAGES := redis-server haproxy curl openssl nodejs:node npm:npm
 VENV_PACKAGE := $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
 
 .PHONY: help demo destroy demo-local demo-local-stop test lint pytest ansible-lint yamllint \
-	molecule os-packages clean
+	molecule bench os-packages clean
 
 help:
 	@echo "make demo      deploy a cluster into local containers and say how to connect to it"
 	@echo "make destroy   remove the demo cluster"
 	@echo "make test      install what the tests need and run them all"
+	@echo "make bench     measure wsk beside the Node socket.io cluster (docs/benchmarks.md)"
 	@echo "make demo-local / demo-local-stop   the same cluster as plain processes on loopback"
 
 os-packages:
@@ -23,15 +24,17 @@ os-packages:
 $(BIN)/wsk-server: pyproject.toml | os-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@touch $@
 
 $(BIN)/molecule: requirements-dev.txt | $(BIN)/wsk-server
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@touch $@
 
-tests/node/node_modules/.package-lock.json: tests/node/package.json tests/node/package-lock.json | os-packages
-	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+NODE_MODULES := tests/node/node_modules/.package-lock.json bench/node/node_modules/.package-lock.json
+
+%/node_modules/.package-lock.json: %/package.json %/package-lock.json | os-packages
+	npm ci --prefix $* --no-audit --no-fund --loglevel=error
 
 demo: $(BIN)/wsk-server $(BIN)/molecule
 	$(VENV_PATH) scripts/demo-cluster.sh up
@@ -49,8 +52,12 @@ lint: $(BIN)/wsk-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-pytest: os-packages $(BIN)/wsk-server tests/node/node_modules/.package-lock.json
+# includes a smoke run of the benchmark, which checks only that its result is well formed
+pytest: os-packages $(BIN)/wsk-server $(NODE_MODULES)
 	$(BIN)/pytest
+
+bench: os-packages $(BIN)/wsk-server $(NODE_MODULES)
+	$(BIN)/python -m bench --wait-quiet 300
 
 ansible-lint: $(BIN)/molecule
 	$(VENV_PATH) ansible-lint
@@ -65,4 +72,4 @@ molecule: $(BIN)/wsk-server $(BIN)/molecule
 test: lint pytest ansible-lint yamllint molecule
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules .demo-local
+	rm -rf $(VENV) tests/node/node_modules bench/node/node_modules .demo-local
