@@ -32,6 +32,8 @@ from engineio import payload as eio_payload
 from engineio.async_drivers.eventlet import WebSocketWSGI
 from prometheus_client import Counter
 
+from wsk import fanout
+
 log = logging.getLogger("wsk.guard")
 
 
@@ -77,16 +79,25 @@ class GuardedWebSocketWSGI(WebSocketWSGI):
     """Engine.IO's eventlet websocket, closed cleanly when a frame is not Engine.IO."""
 
     def __init__(self, handler: Callable[[Any], Any], server: engineio.Server) -> None:
+        owner = getattr(handler, "__self__", None)
+
         def guarded(ws: Any) -> Any:
+            # the handler writes through the wrapper, which also lets a broadcast
+            # write to this client directly (wsk.fanout) while the websocket lasts
+            fast = fanout.FanoutWebSocket(ws)
+            if owner is not None:
+                setattr(owner, fanout.WEBSOCKET_ATTR, fast)
             try:
-                return handler(ws)
+                return handler(fast)
             except ValueError as exc:
-                owner = getattr(handler, "__self__", None)
                 log.info("closing websocket %s: %s", getattr(owner, "sid", "?"), exc)
                 server.count_protocol_error()
                 if owner is not None:
                     owner.close(wait=False, abort=True, reason=server.reason.TRANSPORT_ERROR)
                 return []  # eventlet then closes the websocket with a close frame
+            finally:
+                if owner is not None:
+                    setattr(owner, fanout.WEBSOCKET_ATTR, None)
 
         super().__init__(guarded, server)
 
@@ -120,6 +131,11 @@ class GuardedEngineIOServer(engineio.Server):
         """Count one input refused for not following the protocol."""
         if self.protocol_errors is not None:
             self.protocol_errors.inc()
+
+    def send_packet(self, sid: str, pkt: Any) -> None:
+        """Send a packet to a client: straight onto its websocket when it can (wsk.fanout)."""
+        if not fanout.send_packet(self, sid, pkt):
+            super().send_packet(sid, pkt)
 
     def disconnect(self, sid: str | None = None) -> None:
         """Close one session, or all of them, without waiting for their clients."""
