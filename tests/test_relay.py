@@ -159,3 +159,34 @@ def test_wsk_client_gives_up_after_its_disconnected_budget(tmp_path):
     )
     assert result.returncode == 1
     assert "no connection for 1.5 s; giving up" in result.stdout
+
+
+def test_a_burst_of_publishes_is_relayed_whole(shared_cluster):
+    """More publishes in flight at once than Redis connections in a default pool (100)."""
+    import requests
+
+    sender = shared_cluster.node_client(shared_cluster.nodes[0])
+    receiver = shared_cluster.node_client(shared_cluster.nodes[1])
+    burst = uuid.uuid4().hex
+    count = 400
+
+    def failures():
+        text = requests.get(shared_cluster.nodes[0].url + "/metrics", timeout=5).text
+        line = next(x for x in text.splitlines() if x.startswith("wsk_redis_publish_failures"))
+        return float(line.split()[-1])
+
+    before = failures()
+    for seq in range(count):  # no waiting for acks: the node handles them concurrently
+        sender.sio.emit("publish", {"data": {"burst": burst, "seq": seq}})
+
+    def arrived():
+        return {
+            m["data"]["seq"]
+            for m in receiver.received("message")
+            if isinstance(m["data"], dict) and m["data"].get("burst") == burst
+        }
+
+    from processes import wait_until
+
+    wait_until(lambda: len(arrived()) == count, 20, what=f"{count} messages")
+    assert failures() == before

@@ -5,7 +5,8 @@ original shares one Redis client between publishing and subscribing and makes a
 new one whenever either fails: under overload (Redis drops a subscriber that
 reads too slowly) that cascade broke in-flight publishes and left the listener
 spinning on a subscription that no longer existed. Here the publisher and the
-subscriber have a client each, the publisher's pool reconnects by itself, and a
+subscriber have a client each, the publisher's pool reconnects by itself and
+makes a burst of publishes wait for a connection rather than fail, and a
 subscription that ends for any reason is made again after a short, capped wait.
 The manager also counts what it relays and what it fails to publish.
 """
@@ -28,6 +29,11 @@ log = logging.getLogger("wsk.cluster")
 # Seconds the subscriber waits before its first retry, and at most between two.
 RESUBSCRIBE_FIRST_WAIT = 0.5
 RESUBSCRIBE_MAX_WAIT = 5.0
+
+# Publishes in flight at once; more wait for a connection (at most PUBLISH_WAIT
+# seconds) instead of failing as redis-py's default pool does past 100.
+PUBLISH_CONNECTIONS = 32
+PUBLISH_WAIT = 10.0
 
 REDIS_OPTIONS = {
     "socket_connect_timeout": 3,
@@ -67,10 +73,19 @@ class ClusterManager(socketio.RedisManager):
     def _client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, **self.redis_options)
 
+    def _publisher(self) -> redis.Redis:
+        pool = redis.BlockingConnectionPool.from_url(
+            self.redis_url,
+            max_connections=PUBLISH_CONNECTIONS,
+            timeout=PUBLISH_WAIT,
+            **self.redis_options,
+        )
+        return redis.Redis(connection_pool=pool)
+
     def _publish(self, data: dict[str, Any]) -> int | None:
         """Publish ``data``; return the number of nodes subscribed, or None on failure."""
         if self.publisher is None:
-            self.publisher = self._client()
+            self.publisher = self._publisher()
         try:
             receivers = self.publisher.publish(self.channel, self.json.dumps(data))
         except Exception as exc:
