@@ -1,4 +1,4 @@
-"""Broadcasts written straight to websockets (wsk.fanout): same bytes, same order, no waiting."""
+"""Broadcasts written straight to websockets (wsk.fanout): whole, in order, and no one waits."""
 
 from __future__ import annotations
 
@@ -8,97 +8,7 @@ import socket
 import time
 import uuid
 
-import eventlet
-import eventlet.queue
-from eventlet.greenio import GreenSocket
-from eventlet.websocket import RFC6455WebSocket
-
 from processes import LOOPBACK, wait_until
-from wsk.fanout import FanoutWebSocket, text_frame
-
-
-def eventlet_frame(text: str) -> bytes:
-    """The frame eventlet's own websocket would write for ``text``, for comparison."""
-    ws = RFC6455WebSocket.__new__(RFC6455WebSocket)
-    ws.client = False
-    ws.extensions = {}
-    return ws._pack_message(text)
-
-
-def test_a_prepared_frame_is_the_frame_eventlet_would_write():
-    for length in (0, 1, 124, 125, 126, 65535, 65536, 200_000):
-        text = "4" + "é" * (length // 2) + "x" * (length % 2)
-        assert bytes(text_frame(text)) == eventlet_frame(text), length
-
-
-def websocket_pair(sndbuf: int | None = None):
-    """A server-side eventlet websocket wrapped for fan-out, and the green socket of its peer."""
-    server, peer = socket.socketpair()
-    if sndbuf is not None:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
-    ws = RFC6455WebSocket(GreenSocket(server), {}, 13)
-    return FanoutWebSocket(ws), GreenSocket(peer)
-
-
-def read_exactly(sock: GreenSocket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "the connection closed early"
-        data += chunk
-    return data
-
-
-def writer(fast: FanoutWebSocket, queue: eventlet.queue.Queue, count: int) -> None:
-    """What python-engineio's websocket writer does with the queue, ``count`` times."""
-    for _ in range(count):
-        fast.send(queue.get().encode())
-
-
-def test_a_frame_goes_out_at_once_only_when_the_writer_waits_for_nothing():
-    fast, peer = websocket_pair()
-    queue = eventlet.queue.Queue()
-    frame = text_frame("42" + '["message","hi"]')
-
-    # no writer parked on the queue (not started yet, or busy): the frame queues
-    assert fast.deliver(queue, frame) is False
-    assert queue.qsize() == 1
-    queue.get()
-
-    parked = eventlet.spawn(writer, fast, queue, 1)
-    eventlet.sleep(0)
-    assert queue.getting() == 1
-    assert fast.deliver(queue, frame) is True
-    assert queue.qsize() == 0
-    assert read_exactly(peer, len(frame)) == frame
-    parked.kill()
-
-
-def test_what_a_full_socket_does_not_take_is_finished_by_the_writer_in_order():
-    fast, peer = websocket_pair(sndbuf=4096)
-    queue = eventlet.queue.Queue()
-    big = text_frame("4" + "a" * 2_000_000)
-    small = text_frame("4" + "b")
-    after = text_frame("4" + "c" * 1000)
-    parked = eventlet.spawn(writer, fast, queue, 2)
-    eventlet.sleep(0)
-
-    # the kernel takes part of the big frame; a greenlet finishes it, holding the
-    # send lock, and the frames after it queue for the writer
-    assert fast.deliver(queue, big) is False
-    assert fast.deliver(queue, small) is False
-    assert fast.deliver(queue, after) is False
-    assert queue.qsize() == 2
-    reader = eventlet.spawn(read_exactly, peer, len(big) + len(small) + len(after))
-    assert reader.wait() == big + small + after
-    parked.wait()
-
-
-def test_a_websocket_with_compression_takes_eventlets_path():
-    server, _ = socket.socketpair()
-    ws = RFC6455WebSocket(GreenSocket(server), {}, 13, extensions={"permessage-deflate": {}})
-    assert FanoutWebSocket(ws).shares_frames is False
 
 
 class SilentWebSocketClient:

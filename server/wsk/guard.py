@@ -10,7 +10,8 @@ the log, a response that claims success, or a request that never returns:
 - a POST whose payload is not Engine.IO is logged as a traceback and answered
   200, as if it had been delivered;
 - a websocket frame that is not Engine.IO escapes the handler: a traceback and
-  an HTTP 500 written into the upgraded connection;
+  an HTTP 500 written into the upgraded connection (``wsk.websocket`` now closes
+  that websocket alone);
 - a Socket.IO packet that does not parse is logged as a traceback and the
   client is left to wonder.
 
@@ -22,17 +23,15 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import engineio
 import socketio
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
-from engineio.async_drivers.eventlet import WebSocketWSGI
 from prometheus_client import Counter
 
-from wsk import fanout
+from wsk.engine import EngineServer, session_environ
 
 log = logging.getLogger("wsk.guard")
 
@@ -75,84 +74,16 @@ def close_session(eio: engineio.Server, sid: str, reason: str) -> None:
         sock.close(wait=False, abort=False, reason=reason)
 
 
-class GuardedWebSocketWSGI(WebSocketWSGI):
-    """Engine.IO's eventlet websocket, closed cleanly when a frame is not Engine.IO."""
-
-    def __init__(self, handler: Callable[[Any], Any], server: engineio.Server) -> None:
-        owner = getattr(handler, "__self__", None)
-
-        def guarded(ws: Any) -> Any:
-            # the handler writes through the wrapper, which also lets a broadcast
-            # write to this client directly (wsk.fanout) while the websocket lasts
-            fast = fanout.FanoutWebSocket(ws)
-            if owner is not None:
-                setattr(owner, fanout.WEBSOCKET_ATTR, fast)
-            try:
-                return handler(fast)
-            except ValueError as exc:
-                log.info("closing websocket %s: %s", getattr(owner, "sid", "?"), exc)
-                server.count_protocol_error()
-                if owner is not None:
-                    owner.close(wait=False, abort=True, reason=server.reason.TRANSPORT_ERROR)
-                return []  # eventlet then closes the websocket with a close frame
-            finally:
-                if owner is not None:
-                    setattr(owner, fanout.WEBSOCKET_ATTR, None)
-
-        super().__init__(guarded, server)
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        # eventlet writes its websocket errors (a shutdown of a socket the peer
-        # already closed, say) to wsgi.errors, without a newline: to the log instead
-        environ["wsgi.errors"] = _DebugLog()
-        return super().__call__(environ, start_response)
-
-
-class _DebugLog:
-    """A file-like object whose writes become debug log lines."""
-
-    def write(self, text: str) -> None:
-        if text.strip():
-            log.debug("eventlet: %s", text.strip())
-
-    def flush(self) -> None:
-        pass
-
-
-class GuardedEngineIOServer(engineio.Server):
-    """An Engine.IO server whose websockets are guarded and whose disconnects never block."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._async = {**self._async, "websocket": GuardedWebSocketWSGI}
-        self.protocol_errors: Counter | None = None
-
-    def count_protocol_error(self) -> None:
-        """Count one input refused for not following the protocol."""
-        if self.protocol_errors is not None:
-            self.protocol_errors.inc()
-
-    def send_packet(self, sid: str, pkt: Any) -> None:
-        """Send a packet to a client: straight onto its websocket when it can (wsk.fanout)."""
-        if not fanout.send_packet(self, sid, pkt):
-            super().send_packet(sid, pkt)
-
-    def disconnect(self, sid: str | None = None) -> None:
-        """Close one session, or all of them, without waiting for their clients."""
-        sids = [sid] if sid is not None else list(self.sockets)
-        for one in sids:
-            sock = self.sockets.pop(one, None)
-            if sock is not None:
-                sock.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
-
-
 class GuardedServer(socketio.Server):
-    """A Socket.IO server that closes a client sending packets it cannot parse."""
+    """A Socket.IO server that closes a client sending packets it cannot parse.
 
-    eio: GuardedEngineIOServer
+    Its Engine.IO server is ``wsk.engine.EngineServer``.
+    """
+
+    eio: EngineServer
 
     def _engineio_server_class(self) -> type[engineio.Server]:
-        return GuardedEngineIOServer
+        return EngineServer
 
     def count_protocol_errors_in(self, counter: Counter) -> None:
         """Count every input refused for not following the protocol in ``counter``."""
@@ -165,3 +96,7 @@ class GuardedServer(socketio.Server):
             log.info("closing session %s: malformed Socket.IO packet (%s)", eio_sid, exc)
             self.eio.count_protocol_error()
             close_session(self.eio, eio_sid, self.reason.SERVER_DISCONNECT)
+
+    def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        # the session keeps a copy without the request's files and server objects
+        super()._handle_eio_connect(eio_sid, session_environ(environ))

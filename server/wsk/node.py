@@ -14,9 +14,8 @@ from types import FrameType
 from urllib.parse import urlsplit
 
 import eventlet
-import eventlet.wsgi
 
-from wsk import events
+from wsk import events, httpserver
 from wsk.app import NodeApp
 from wsk.config import Config
 from wsk.guard import GuardedServer
@@ -97,11 +96,10 @@ class Node:
             self.metrics,
         )
         server = eventlet.spawn(
-            eventlet.wsgi.server,
+            httpserver.serve,
             listener,
             self.app,
-            max_size=config.max_connections,
-            log=logging.getLogger("wsk.http"),
+            httpserver.Limit(config.max_connections),
             log_output=config.log_level == "debug",
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -122,8 +120,8 @@ class Node:
         """
         started = time.monotonic()
         self.app.draining = True
-        # leave the accept loop (the wsgi server then shuts idle keep-alive
-        # connections and waits for busy ones), and refuse connections from now on
+        # leave the accept loop (the server then shuts idle keep-alive connections
+        # and waits for busy ones), and refuse connections from now on
         server.kill(KeyboardInterrupt)
         listener.close()
         sockets = list(self.sio.eio.sockets.values())

@@ -1,0 +1,550 @@
+"""Engine.IO's websocket transport, without a greenlet per connection.
+
+python-engineio's eventlet websocket keeps three greenlets for each client for
+as long as it stays: the HTTP request's, blocked reading; a writer, blocked on
+the session's queue; and one asleep until the next ping. With the request's
+handler, buffers and environ, an idle client cost a node about 60 KiB.
+
+Here a websocket is a small object over a non-blocking socket:
+
+- the hub calls it when the socket is readable; it reads what is there, takes
+  the frames apart (RFC 6455) and hands the messages to the Engine.IO session,
+  in order, from a greenlet that lives only while there are messages;
+- a writer greenlet lives only while the session has packets queued: it takes
+  all of them and writes them with one ``sendall``;
+- a broadcast's frame, built once (``wsk.fanout``), is written at once to a
+  client that waits for nothing else;
+- the HTTP request that opened the websocket ends once the handshake is
+  answered (``wsk.httpserver``), and the session's ping is a hub timer
+  (``wsk.guard``), not a sleeping greenlet.
+
+No extension is negotiated, so frames are never compressed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import engineio
+import eventlet
+import eventlet.queue
+import eventlet.wsgi
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+from eventlet import greenio
+from eventlet.hubs import get_hub
+from eventlet.hubs.hub import READ
+
+from wsk.httpserver import DETACH_KEY
+
+log = logging.getLogger("wsk.websocket")
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+READ_SIZE = 64 * 1024
+# messages read and not yet handled, past which the socket is not read until they are
+MAX_PENDING = 64
+
+# the states of a transport
+PROBING = "probing"  # an upgrade from polling: waiting for the client's probe
+UPGRADING = "upgrading"  # probe answered: waiting for the client's upgrade packet
+OPEN = "open"
+CLOSED = "closed"
+
+
+class Frame(bytes):
+    """The bytes of one or more websocket frames, ready to be written as they are."""
+
+    __slots__ = ()
+
+
+class ProtocolViolation(Exception):
+    """The client broke RFC 6455 or Engine.IO; the websocket closes with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def frame(opcode: int, payload: bytes) -> Frame:
+    """An unmasked, final, uncompressed frame (RFC 6455, 5.2), as a server sends it."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, length)
+    elif length < 0x10000:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
+    return Frame(header + payload)
+
+
+def close_frame(code: int) -> Frame:
+    return frame(OP_CLOSE, code.to_bytes(2, "big"))
+
+
+def unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
+    """``payload`` XOR the repeated 4-byte ``mask``, done on whole integers."""
+    length = len(payload)
+    if not length:
+        return b""
+    keystream = (bytes(mask) * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(keystream, "little")).to_bytes(
+        length, "little"
+    )
+
+
+def handshake_problem(environ: dict[str, Any]) -> str | None:
+    """Why an upgrade request is not a websocket handshake this server takes; None if it is."""
+    if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+        return "not a websocket upgrade"
+    if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != "13":
+        return "only websocket version 13 is supported"
+    try:
+        key = base64.b64decode(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 16:
+        return "bad Sec-WebSocket-Key"
+    return None
+
+
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept answer to a client's Sec-WebSocket-Key."""
+    # SHA-1 is what RFC 6455 prescribes here; it protects nothing
+    digest = hashlib.sha1(key.encode("ascii") + GUID, usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class SessionQueue(eventlet.queue.Queue):
+    """An Engine.IO session's packet queue, which tells its websocket when a packet comes."""
+
+    on_put: Callable[[], None] | None = None
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        if self.on_put is not None:
+            self.on_put()
+
+
+class WebSocketUpgrade:
+    """python-engineio's websocket factory: answers the handshake, then hands over to a Transport.
+
+    python-engineio makes one per request with its session's websocket handler,
+    which is used only to find the session (the handler's ``__self__``).
+    """
+
+    def __init__(self, handler: Callable[[Any], Any], server: engineio.Server) -> None:
+        self.session = handler.__self__  # type: ignore[attr-defined]
+        self.server = server
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        problem = handshake_problem(environ)
+        if problem is not None:
+            start_response(
+                "400 Bad Request",
+                [("Content-Type", "text/plain"), ("Sec-WebSocket-Version", "13")],
+            )
+            return [problem.encode()]
+        detach = environ.get(DETACH_KEY)
+        if detach is None:
+            raise RuntimeError("wsk's websocket transport needs wsk.httpserver")
+        sock, release = detach()
+        transport = Transport(self.server, self.session, sock, release)
+        response = (
+            "HTTP/1.1 101 Switching Protocols\r\n"
+            "Upgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept_key(environ['HTTP_SEC_WEBSOCKET_KEY'])}\r\n\r\n"
+        )
+        try:
+            sock.sendall(response.encode("ascii"))
+        except OSError as exc:
+            transport.lost(f"handshake not sent: {exc}")
+        else:
+            transport.start()
+        # tell eventlet's request handler that the response went out another way
+        eventlet.wsgi.WSGI_LOCAL.already_handled = True
+        return []
+
+
+class Transport:
+    """One client's websocket, tied to its Engine.IO session."""
+
+    __slots__ = (
+        "control",
+        "dispatching",
+        "fragments",
+        "fragments_opcode",
+        "inbuf",
+        "listener",
+        "max_message",
+        "pending",
+        "raw",
+        "release",
+        "server",
+        "session",
+        "sock",
+        "state",
+        "writing",
+    )
+
+    def __init__(
+        self,
+        server: engineio.Server,
+        session: Any,
+        sock: greenio.GreenSocket,
+        release: Callable[[], None],
+    ) -> None:
+        self.server = server
+        self.session = session
+        self.sock = sock
+        # the non-blocking OS socket under eventlet's green one
+        self.raw = sock.fd
+        self.release = release
+        self.state = PROBING if session.connected else OPEN
+        self.listener: Any = None
+        self.inbuf: bytearray | None = None
+        self.fragments: list[bytes] | None = None
+        self.fragments_opcode = OP_TEXT
+        self.pending: deque[str | bytes] | None = None
+        self.dispatching = False
+        self.writing = False
+        self.control: list[bytes] | None = None
+        self.max_message = int(server.max_http_buffer_size)
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Take the socket over from the HTTP request."""
+        session = self.session
+        # a client that vanishes is found by the ping timeout; a writer must not
+        # wait longer than that on a client that stopped reading
+        self.sock.settimeout(self.server.ping_interval + self.server.ping_timeout)
+        session.wsk_transport = self
+        if self.state is PROBING:
+            session.upgrading = True  # packets wait in the queue while the upgrade runs
+        else:
+            session.connected = True
+            session.upgraded = True
+        session.queue.on_put = self._queued
+        self._listen()
+        self.server.logger.info("%s: websocket open (%s)", session.sid, self.state)
+        if self.state is OPEN:
+            self.kick()
+
+    def lost(self, reason: str, why: str | None = None) -> None:
+        """The connection failed or the client left: close it, and its session if it was open.
+
+        Never blocks, so that the hub may call it.
+        """
+        was_open = self.state is OPEN
+        log.debug("websocket %s closed: %s", self.session.sid, reason)
+        self._close_socket()
+        if was_open:
+            eventlet.spawn_n(self._close_session, why or self.server.reason.TRANSPORT_CLOSE)
+        elif self.session.upgrading:
+            # a failed upgrade: the session goes on polling
+            self.session.upgrading = False
+
+    def _close_session(self, reason: str) -> None:
+        session = self.session
+        session.close(wait=False, abort=True, reason=reason)
+        if self.server.sockets.get(session.sid) is session:
+            del self.server.sockets[session.sid]
+
+    def _close_socket(self) -> None:
+        if self.state is CLOSED:
+            return
+        self.state = CLOSED
+        self._unlisten()
+        session = self.session
+        if session.__dict__.get("wsk_transport") is self:
+            session.wsk_transport = None
+            session.queue.on_put = None
+        self.pending = self.inbuf = self.fragments = self.control = None
+        greenio.shutdown_safe(self.sock)
+        self.sock.close()
+        self.release()
+
+    def _listen(self) -> None:
+        if self.listener is None and self.state is not CLOSED:
+            hub = get_hub()
+            self.listener = hub.add(
+                READ, self.raw.fileno(), self._readable, self._hub_closed, _nothing
+            )
+            # eventlet keeps the greenlet that asked, to signal it if the socket closes
+            # under it; a transport has no greenlet of its own, and the short-lived one
+            # that asked must not be kept: the hub stands in
+            self.listener.greenlet = hub.greenlet
+
+    def _unlisten(self) -> None:
+        if self.listener is not None:
+            get_hub().remove(self.listener)
+            self.listener = None
+
+    def _hub_closed(self, *args: Any) -> None:
+        self.listener = None
+        self.lost("socket closed")
+
+    # -- reading (in the hub: nothing here may block)
+
+    def _readable(self, fileno: int) -> None:
+        try:
+            data = self.raw.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.lost(f"read failed: {exc}")
+            return
+        if not data:
+            self.lost("closed by the client")
+            return
+        try:
+            self._take(data)
+        except ProtocolViolation as exc:
+            self.refuse(exc)
+        except Exception:
+            log.exception("websocket %s: unexpected error", self.session.sid)
+            self.lost("unexpected error", self.server.reason.TRANSPORT_ERROR)
+
+    def _take(self, data: bytes) -> None:
+        """Take the complete frames out of what was read; keep the rest for the next read."""
+        buf: bytes | bytearray = data
+        if self.inbuf is not None:
+            self.inbuf += data
+            buf = self.inbuf
+        end = len(buf)
+        pos = 0
+        while end - pos >= 2 and self.state is not CLOSED:
+            first, second = buf[pos], buf[pos + 1]
+            length = second & 0x7F
+            head = pos + 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = int.from_bytes(buf[head : head + 2], "big")
+                head += 2
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(buf[head : head + 8], "big")
+                head += 8
+            if not second & 0x80:
+                raise ProtocolViolation(1002, "a client frame must be masked")
+            if first & 0x70:
+                raise ProtocolViolation(1002, "reserved bits set, no extension was agreed")
+            if length > self.max_message:
+                raise ProtocolViolation(1009, f"message over {self.max_message} bytes")
+            stop = head + 4 + length
+            if stop > end:
+                break
+            payload = unmask(buf[head + 4 : stop], buf[head : head + 4])
+            pos = stop
+            self._frame(first & 0x80, first & 0x0F, payload)
+        if pos == end:
+            self.inbuf = None
+        elif pos or self.inbuf is None:
+            self.inbuf = bytearray(buf[pos:])
+
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
+        if opcode >= OP_CLOSE:
+            if not fin or len(payload) > 125:
+                raise ProtocolViolation(1002, "a control frame must be final and short")
+            if opcode == OP_CLOSE:
+                self._last_words(close_frame(1000))
+                self.lost("closed by the client (close frame)")
+            elif opcode == OP_PING:
+                self.send_control(frame(OP_PONG, payload))
+            elif opcode != OP_PONG:
+                raise ProtocolViolation(1002, f"unknown opcode {opcode}")
+            return
+        if opcode == OP_CONTINUATION:
+            if self.fragments is None:
+                raise ProtocolViolation(1002, "a continuation frame without a message")
+            self.fragments.append(payload)
+            if sum(map(len, self.fragments)) > self.max_message:
+                raise ProtocolViolation(1009, f"message over {self.max_message} bytes")
+            if not fin:
+                return
+            opcode, payload = self.fragments_opcode, b"".join(self.fragments)
+            self.fragments = None
+        elif opcode in (OP_TEXT, OP_BINARY):
+            if self.fragments is not None:
+                raise ProtocolViolation(1002, "a new message inside a fragmented one")
+            if not fin:
+                self.fragments, self.fragments_opcode = [payload], opcode
+                return
+        else:
+            raise ProtocolViolation(1002, f"unknown opcode {opcode}")
+        if opcode == OP_TEXT:
+            try:
+                self._received(payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ProtocolViolation(1007, "a text message that is not UTF-8") from None
+        else:
+            self._received(payload)
+
+    def _received(self, message: str | bytes) -> None:
+        if self.pending is None:
+            self.pending = deque()
+        self.pending.append(message)
+        if not self.dispatching:
+            self.dispatching = True
+            eventlet.spawn_n(self._dispatch)
+        elif len(self.pending) >= MAX_PENDING:
+            self._unlisten()  # read again once the session has caught up
+
+    def refuse(self, violation: ProtocolViolation) -> None:
+        """Close the websocket of a client that broke the protocol; nobody else notices."""
+        log.info("closing websocket %s: %s", self.session.sid, violation)
+        count = getattr(self.server, "count_protocol_error", None)
+        if count is not None:
+            count()
+        self._last_words(close_frame(violation.code))
+        self.lost(str(violation), self.server.reason.TRANSPORT_ERROR)
+
+    def _last_words(self, data: Frame) -> None:
+        """Send a close frame before closing, unless a frame is being written (it would cut it)."""
+        if self.writing or self.state is CLOSED:
+            return
+        with contextlib.suppress(OSError):
+            self.raw.send(data)
+
+    # -- handling messages (in a greenlet of their own)
+
+    def _dispatch(self) -> None:
+        try:
+            while self.pending and self.state is not CLOSED:
+                self._handle(self.pending.popleft())
+        except Exception:
+            log.exception("websocket %s: unexpected error", self.session.sid)
+            self.lost("unexpected error", self.server.reason.TRANSPORT_ERROR)
+        finally:
+            self.dispatching = False
+            if self.state is not CLOSED:
+                self.pending = None
+                self._listen()
+
+    def _handle(self, message: str | bytes) -> None:
+        session = self.session
+        if self.state is PROBING:
+            if message != "2probe":
+                self.server.logger.info("%s: failed websocket upgrade, no probe", session.sid)
+                self.lost("no probe")
+                return
+            self.state = UPGRADING
+            self.send_control(frame(OP_TEXT, b"3probe"))
+            session.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
+            return
+        if self.state is UPGRADING:
+            if message != "5":
+                self.server.logger.info("%s: failed websocket upgrade, no upgrade", session.sid)
+                self.lost("no upgrade packet")
+                return
+            session.upgraded = True
+            session.upgrading = False
+            self.state = OPEN
+            self.kick()
+            return
+        try:
+            pkt = eio_packet.Packet(encoded_packet=message)
+        except (ValueError, KeyError, IndexError, TypeError):
+            self.refuse(ProtocolViolation(1003, "not an Engine.IO packet"))
+            return
+        try:
+            session.receive(pkt)
+        except eio_exceptions.UnknownPacketError:
+            pass  # as python-engineio does: ignored
+        except eio_exceptions.SocketIsClosedError:
+            self.lost("session closed")
+        except ValueError as exc:
+            self.refuse(ProtocolViolation(1003, str(exc)))
+
+    # -- writing
+
+    def _queued(self) -> None:
+        """The session queued a packet (python-engineio's ``Socket.send`` or ``close``)."""
+        if self.state is OPEN:
+            self.kick()
+        elif self.session.closed and self.state is not CLOSED:
+            self.lost("session closed during the upgrade")
+
+    def kick(self) -> None:
+        """Make sure a writer runs: what is queued goes out."""
+        if not self.writing and self.state is not CLOSED:
+            self.writing = True
+            eventlet.spawn_n(self._write, b"")
+
+    def send_control(self, data: Frame) -> None:
+        """Send a control frame ahead of what is queued, never inside another frame."""
+        if self.control is None:
+            self.control = []
+        self.control.append(data)
+        self.kick()
+
+    def deliver(self, data: Frame) -> None:
+        """Write ``data`` now if the client waits for nothing else, else queue it. Never blocks."""
+        queue = self.session.queue
+        if self.writing or queue.qsize():
+            queue.put(data)
+            return
+        try:
+            sent = self.raw.send(data)
+        except OSError:
+            # would block, or the connection is gone: the writer sends it, or finds out
+            sent = 0
+        if sent < len(data):
+            self.writing = True
+            eventlet.spawn_n(self._write, data[sent:])
+
+    def _write(self, rest: bytes) -> None:
+        queue = self.session.queue
+        try:
+            if rest:
+                self.sock.sendall(rest)
+            while self.state is not CLOSED:
+                chunks: list[bytes] = []
+                if self.control:
+                    chunks += self.control
+                    self.control = None
+                closing = False
+                if self.state is OPEN:
+                    while queue.qsize():
+                        item = queue.get(block=False)
+                        queue.task_done()
+                        if item is None:
+                            closing = True
+                            chunks.append(close_frame(1000))
+                            break
+                        chunks.append(_encode(item))
+                if not chunks:
+                    break
+                self.sock.sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                if closing:
+                    self._close_socket()
+        except OSError as exc:
+            self.lost(f"write failed: {exc}")
+        finally:
+            self.writing = False
+
+
+def _encode(item: Any) -> bytes:
+    """The frame of a queued item: a frame already, or a python-engineio packet."""
+    if type(item) is Frame:
+        return item
+    data = item.encode()
+    if isinstance(data, str):
+        return frame(OP_TEXT, data.encode("utf-8"))
+    return frame(OP_BINARY, data)
+
+
+def _nothing(*args: Any) -> None:
+    pass

@@ -1,0 +1,200 @@
+"""wsk's own websocket transport (wsk.websocket), spoken to by websocket-client, frame by frame."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+import websocket
+from eventlet.websocket import RFC6455WebSocket
+from websocket import ABNF
+
+from processes import wait_until
+from wsk.websocket import OP_TEXT, frame
+
+MAX_PAYLOAD = 20_000
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """One node (and its Redis), spoken to directly."""
+    from conftest import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("websocket")).start(nodes=1, max_payload=MAX_PAYLOAD)
+    yield cluster.nodes[0]
+    cluster.stop()
+
+
+def connect(node) -> websocket.WebSocket:
+    """A websocket Engine.IO session with the node, connected to the main namespace."""
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{node.port}/?EIO=4&transport=websocket", timeout=5
+    )
+    assert ws.recv().startswith("0{")
+    ws.send("40")
+    assert ws.recv().startswith("40{")
+    return ws
+
+
+def next_text(ws: websocket.WebSocket, prefix: str) -> str:
+    """The next text message starting with ``prefix``, answering pings and skipping the rest."""
+    while True:
+        message = ws.recv()
+        if message == "2":
+            ws.send("3")
+        elif isinstance(message, str) and message.startswith(prefix):
+            return message
+
+
+def close_code(ws: websocket.WebSocket) -> int | None:
+    """Read until the node closes the websocket; the code of its close frame, if it sent one."""
+    while True:
+        try:
+            opcode, data = ws.recv_data(control_frame=True)
+        except websocket.WebSocketConnectionClosedException:
+            return None
+        if opcode == ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+
+
+def client_frame(opcode: int, payload: bytes, fin: int = 1, rsv1: int = 0, mask: int = 1) -> bytes:
+    return ABNF(fin, rsv1, 0, 0, opcode, mask, payload).format()
+
+
+def unknown_opcode_frame() -> bytes:
+    """A masked, final frame of opcode 3, which websocket-client refuses to build."""
+    mask = b"\x01\x02\x03\x04"
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"42"))
+    return bytes([0x83, 0x80 | len(payload)]) + mask + payload
+
+
+def test_a_frame_is_the_frame_eventlet_would_write():
+    reference = RFC6455WebSocket.__new__(RFC6455WebSocket)
+    reference.client = False
+    reference.extensions = {}
+    for length in (0, 1, 124, 125, 126, 65535, 65536, 200_000):
+        text = "4" + "é" * (length // 2) + "x" * (length % 2)
+        assert frame(OP_TEXT, text.encode()) == reference._pack_message(text), length
+
+
+def test_a_fragmented_message_with_a_ping_inside_is_one_message(node):
+    ws = connect(node)
+    ws.send_frame(ABNF.create_frame("42", ABNF.OPCODE_TEXT, fin=0))
+    ws.ping(b"between")
+    ws.send_frame(ABNF.create_frame('1["who', ABNF.OPCODE_CONT, fin=0))
+    ws.send_frame(ABNF.create_frame('ami"]', ABNF.OPCODE_CONT, fin=1))
+    pong = None
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == ABNF.OPCODE_PONG:
+            pong = data
+        elif data.startswith(b"431"):
+            break
+    assert pong == b"between"
+    assert json.loads(data[3:])[0]["node"] == node.node_name
+    ws.close()
+
+
+def test_frames_split_anywhere_or_sent_together_arrive_whole_and_in_order(node):
+    ws = connect(node)
+    calls = 60
+    stream = b"".join(
+        client_frame(ABNF.OPCODE_TEXT, f'42{n}["whoami"]'.encode()) for n in range(calls)
+    )
+    rng = random.Random(7)
+    pos = 0
+    while pos < len(stream):
+        # single bytes, a frame and a half, several frames at once
+        step = rng.choice([1, 2, 5, 17, 40, 300])
+        ws.sock.sendall(stream[pos : pos + step])
+        pos += step
+        if rng.random() < 0.2:
+            time.sleep(0.01)
+    acks = [int(next_text(ws, "43")[2:].split("[", 1)[0]) for _ in range(calls)]
+    assert acks == list(range(calls))
+    ws.close()
+
+
+def test_a_large_message_in_many_reads_arrives_whole(node):
+    ws = connect(node)
+    data = "z" * (MAX_PAYLOAD - 100)
+    ws.send(f'4242["publish",{{"data":"{data}"}}]')
+    # the ack and the broadcast, in either order
+    ack = message = None
+    while ack is None or message is None:
+        text = next_text(ws, "4")
+        if text.startswith("4342"):
+            ack = text
+        elif text.startswith('42["message"'):
+            message = json.loads(text[2:])[1]
+    assert message["data"] == data
+    ws.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (client_frame(ABNF.OPCODE_TEXT, b"42", mask=0), 1002),
+        (client_frame(ABNF.OPCODE_TEXT, b"42", rsv1=1), 1002),
+        (client_frame(ABNF.OPCODE_CONT, b"42"), 1002),
+        (client_frame(ABNF.OPCODE_TEXT, b"4\xff\xfe"), 1007),
+        (unknown_opcode_frame(), 1002),
+        (client_frame(ABNF.OPCODE_PING, b"x" * 126), 1002),
+        (client_frame(ABNF.OPCODE_BINARY, b"x" * (MAX_PAYLOAD + 1)), 1009),
+    ],
+    ids=[
+        "unmasked",
+        "reserved-bit",
+        "stray-continuation",
+        "not-utf8",
+        "unknown-opcode",
+        "long-control",
+        "oversized",
+    ],
+)
+def test_a_client_breaking_rfc6455_gets_the_right_close_code_and_no_one_else_notices(
+    node, raw, code
+):
+    bystander = connect(node)
+    ws = connect(node)
+    ws.sock.sendall(raw)
+    assert close_code(ws) == code
+    bystander.send('421["whoami"]')
+    assert next_text(bystander, "431")
+    assert node.health()[0] == 200
+    bystander.close()
+
+
+def test_a_close_frame_is_answered_and_ends_the_session(node):
+    before = node.health()[1]["clients"]
+    ws = connect(node)
+    assert node.health()[1]["clients"] == before + 1
+    ws.send_close(1000)
+    assert close_code(ws) == 1000
+    wait_until(lambda: node.health()[1]["clients"] == before, 5, what="the session to end")
+
+
+def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answers_stays(node):
+    # the tests' nodes ping every second and wait 3 s for the answer
+    silent = connect(node)
+    polite = connect(node)
+    polite.settimeout(0.5)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        try:
+            if polite.recv() == "2":
+                polite.send("3")
+        except websocket.WebSocketTimeoutException:
+            pass
+    polite.settimeout(5)
+    # the silent one got its pings, then a close frame
+    seen = []
+    while not seen or seen[-1] != "close":
+        opcode, data = silent.recv_data(control_frame=True)
+        seen.append("close" if opcode == ABNF.OPCODE_CLOSE else data.decode())
+    assert "2" in seen, seen
+    polite.send('421["whoami"]')
+    assert next_text(polite, "431")
+    polite.close()
