@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -57,10 +58,23 @@ class Process:
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def spawn(
+        self, argv: list[str], env: dict[str, str] | None = None, open_files: int | None = None
+    ) -> None:
+        """Start ``argv``; ``open_files`` caps its descriptors (soft and hard limit)."""
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=limit,
             )
 
     @property
@@ -198,6 +212,7 @@ class WskNode(Process):
             "drain-timeout": 5,
         }
         self.options.update({key.replace("_", "-"): value for key, value in options.items()})
+        self.open_files: int | None = None
 
     @property
     def url(self) -> str:
@@ -208,7 +223,7 @@ class WskNode(Process):
         for key, value in self.options.items():
             argv += [f"--{key}", str(value)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WSK_")}
-        self.spawn(argv, env)
+        self.spawn(argv, env, open_files=self.open_files)
         wait_until(self.listening, 15, what=f"{self.name} to listen")
         if wait_healthy:
             wait_until(lambda: self.health()[0] == 200, 15, what=f"{self.name} to be healthy")

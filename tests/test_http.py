@@ -42,6 +42,8 @@ def test_metrics_count_clients_events_and_heartbeats(shared_cluster):
     after = requests.get(node.url + "/metrics", timeout=5).text
 
     assert metric(after, "wsk_connected_clients") == metric(before, "wsk_connected_clients") + 1
+    # the client's websocket, and the connection asking for the metrics
+    assert metric(after, "wsk_open_connections") >= metric(before, "wsk_open_connections") + 1
     assert metric(after, "wsk_events_received_total", event="whoami") >= 1
     assert metric(after, "wsk_events_received_total", event="publish") >= 1
     assert metric(after, "wsk_events_sent_total", event="message") >= 1

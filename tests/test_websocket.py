@@ -7,12 +7,12 @@ import random
 import time
 
 import pytest
+import requests
 import websocket
-from eventlet.websocket import RFC6455WebSocket
 from websocket import ABNF
 
 from processes import wait_until
-from wsk.websocket import OP_TEXT, frame
+from wsk.frames import OP_BINARY, OP_TEXT, accept_key, frame, handshake_problem, unmask
 
 MAX_PAYLOAD = 20_000
 
@@ -70,13 +70,30 @@ def unknown_opcode_frame() -> bytes:
     return bytes([0x83, 0x80 | len(payload)]) + mask + payload
 
 
-def test_a_frame_is_the_frame_eventlet_would_write():
-    reference = RFC6455WebSocket.__new__(RFC6455WebSocket)
-    reference.client = False
-    reference.extensions = {}
-    for length in (0, 1, 124, 125, 126, 65535, 65536, 200_000):
-        text = "4" + "é" * (length // 2) + "x" * (length % 2)
-        assert frame(OP_TEXT, text.encode()) == reference._pack_message(text), length
+def test_a_frame_is_the_frame_websocket_client_would_write_unmasked():
+    for opcode in (OP_TEXT, OP_BINARY):
+        for length in (0, 1, 124, 125, 126, 65535, 65536, 200_000):
+            payload = bytes(range(256)) * (length // 256) + b"x" * (length % 256)
+            reference = ABNF(1, 0, 0, 0, opcode, 0, payload).format()
+            assert frame(opcode, payload) == reference, (opcode, length)
+
+
+def test_the_handshake_answer_and_unmasking_follow_rfc6455():
+    # the example of RFC 6455, section 1.3
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    for length in (0, 1, 3, 4, 5, 1000):
+        payload = bytes(range(256)) * 4
+        masked = ABNF.mask(b"\x0f\xf0\x55\xaa", payload[:length])
+        assert unmask(masked, b"\x0f\xf0\x55\xaa") == payload[:length]
+    good = {
+        "HTTP_UPGRADE": "websocket",
+        "HTTP_SEC_WEBSOCKET_VERSION": "13",
+        "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    assert handshake_problem(good) is None
+    assert "version" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_VERSION": "8"})
+    assert "Key" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_KEY": "c2hvcnQ="})
+    assert "Key" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_KEY": "!!"})
 
 
 def test_a_fragmented_message_with_a_ping_inside_is_one_message(node):
@@ -198,3 +215,37 @@ def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answers_stay
     polite.send('421["whoami"]')
     assert next_text(polite, "431")
     polite.close()
+
+
+def test_binary_data_crosses_the_websocket_both_ways(node):
+    from clients import RecordingClient
+
+    sender = RecordingClient().connect(node.url, path="/", transport="websocket")
+    receiver = RecordingClient().connect(node.url, path="/", transport="websocket")
+    try:
+        blob = bytes(range(256)) * 40  # 10 KB with every byte value: attachments as binary frames
+        sender.call("publish", {"data": blob})
+        got = receiver.wait_for("message", lambda m: isinstance(m["data"], bytes))
+        assert got["data"] == blob
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_an_unsupported_websocket_version_gets_a_400(node):
+    before = node.health()[1]["clients"]
+    response = requests.get(
+        f"http://127.0.0.1:{node.port}/",
+        params={"EIO": "4", "transport": "websocket"},
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "8",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        },
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert response.headers["Sec-WebSocket-Version"] == "13"
+    # and the session opened for it is gone
+    assert node.health() == (200, {**node.health()[1], "clients": before})

@@ -28,7 +28,8 @@ from typing import Any
 
 from engineio import packet as eio_packet
 
-from wsk.websocket import OP_TEXT, OPEN, Frame, frame
+from wsk.frames import OP_TEXT, Frame, frame
+from wsk.websocket import OPEN
 
 # name of the attribute that caches a packet's frame on the packet itself
 _FRAME_ATTR = "_wsk_frame"

@@ -16,6 +16,7 @@ accepting instead of running out of descriptors.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,10 @@ from eventlet.semaphore import Semaphore
 log = logging.getLogger("wsk.http")
 
 DETACH_KEY = "wsk.detach"
+
+# accept() errors after which the node goes on accepting
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+PEER_GAVE_UP = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EINTR})
 
 
 class Connection(list):
@@ -53,6 +58,7 @@ class Limit:
 
     @property
     def held(self) -> int:
+        """Connections open now."""
         return self.size - self._slots.balance
 
 
@@ -131,6 +137,16 @@ def serve(
             limit.acquire()
             try:
                 client, address = listener.accept()
+            except OSError as exc:
+                limit.release()
+                if exc.errno in OUT_OF_RESOURCES:
+                    # the clients in the backlog wait; refusing them would not free anything
+                    log.warning("cannot accept connections: %s; retrying in 1 s", exc)
+                    eventlet.sleep(1)
+                    continue
+                if exc.errno in PEER_GAVE_UP:
+                    continue
+                raise  # the listener was closed
             except BaseException:
                 limit.release()
                 raise

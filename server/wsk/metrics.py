@@ -45,6 +45,12 @@ class Metrics:
             "Socket.IO clients connected to this node.",
             registry=self.registry,
         )
+        self.open_connections = Gauge(
+            "wsk_open_connections",
+            "Client connections this node holds now (HTTP and websocket), out of its "
+            "--max-connections.",
+            registry=self.registry,
+        )
         self.events_in = Counter(
             "wsk_events_received",
             "Events received from this node's clients, by event name.",

@@ -95,11 +95,13 @@ class Node:
             config.heartbeat_jitter,
             self.metrics,
         )
+        limit = httpserver.Limit(config.max_connections)
+        self.metrics.open_connections.set_function(lambda: limit.held)
         server = eventlet.spawn(
             httpserver.serve,
             listener,
             self.app,
-            httpserver.Limit(config.max_connections),
+            limit,
             log_output=config.log_level == "debug",
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
