@@ -116,12 +116,7 @@ class WebSocketUpgrade:
             "Connection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {accept_key(environ['HTTP_SEC_WEBSOCKET_KEY'])}\r\n\r\n"
         )
-        try:
-            sock.sendall(response.encode("ascii"))
-        except OSError as exc:
-            transport.lost(f"handshake not sent: {exc}")
-        else:
-            transport.start()
+        transport.start(response.encode("ascii"))
         # tell eventlet's request handler that the response went out another way
         eventlet.wsgi.WSGI_LOCAL.already_handled = True
         return []
@@ -174,8 +169,12 @@ class Transport:
 
     # -- lifecycle
 
-    def start(self) -> None:
-        """Take the socket over from the HTTP request."""
+    def start(self, handshake: bytes) -> None:
+        """Take the socket over from the HTTP request, and answer its ``handshake``.
+
+        The answer goes out in one write with what the session queued already
+        (Engine.IO's OPEN packet, for a new session).
+        """
         session = self.session
         # a client that vanishes is found by the ping timeout; a writer must not
         # wait longer than that on a client that stopped reading
@@ -187,10 +186,10 @@ class Transport:
             session.connected = True
             session.upgraded = True
         session.queue.on_put = self._queued
-        self._listen()
         self.server.logger.info("%s: websocket open (%s)", session.sid, self.state)
-        if self.state is OPEN:
-            self.kick()
+        self.writing = True
+        self._write(handshake)
+        self._listen()
 
     def lost(self, reason: str, why: str | None = None) -> None:
         """The connection failed or the client left: close it, and its session if it was open.
@@ -457,13 +456,12 @@ class Transport:
             self.writing = True
             eventlet.spawn_n(self._write, data[sent:])
 
-    def _write(self, rest: bytes) -> None:
+    def _write(self, first: bytes) -> None:
+        """Write ``first``, then all that is queued, until nothing is; one write per round."""
         queue = self.session.queue
+        chunks = [first] if first else []
         try:
-            if rest:
-                self.sock.sendall(rest)
             while self.state is not CLOSED:
-                chunks: list[bytes] = []
                 if self.control:
                     chunks += self.control
                     self.control = None
@@ -480,6 +478,7 @@ class Transport:
                 if not chunks:
                     break
                 self.sock.sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                chunks = []
                 if closing:
                     self._close_socket()
         except OSError as exc:
