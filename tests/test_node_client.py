@@ -105,3 +105,28 @@ def test_python_and_node_clients_on_different_nodes_exchange_messages(cluster, n
         10,
         what="heartbeats of both nodes",
     )
+
+
+def test_a_node_polling_client_sends_a_burst_in_one_post_and_loses_none(cluster, node_clients):
+    # socket.io-client sends all it has buffered in one long-polling POST;
+    # python-engineio refuses more than 16 packets in a payload by default
+    cluster.start()
+    js = NodeClient(cluster.haproxy.url, "polling")
+    node_clients.append(js)
+    wait_until(js.nodes, 15, what="the Node client to connect")
+    marker = uuid.uuid4().hex
+    count = 60
+    js.proc.stdin.write(
+        "".join(
+            json.dumps({"event": "publish", "data": {"data": f"{marker}-{i}"}}) + "\n"
+            for i in range(count)
+        )
+    )
+    js.proc.stdin.flush()
+
+    def mine() -> list[str]:
+        return [m["data"] for m in js.events("message") if marker in str(m["data"])]
+
+    wait_until(lambda: len(mine()) == count, 15, what="every message back")
+    assert mine() == [f"{marker}-{i}" for i in range(count)]
+    assert not [line for line in js.lines if line["what"] == "disconnect"]

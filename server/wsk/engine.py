@@ -4,6 +4,9 @@
   through ``wsk.fanout``;
 - a session's next ping is a hub timer rather than a greenlet asleep for the
   ping interval;
+- a long-polling response carries at most 16 packets, which python-engineio's
+  own client needs, and a long-polling request may carry more, which Node's
+  client sends;
 - disconnecting a session does not wait for its client.
 """
 
@@ -14,7 +17,10 @@ from typing import Any
 
 import engineio
 import eventlet
+import eventlet.queue
+from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
+from engineio import payload as eio_payload
 from engineio.socket import Socket
 from eventlet.hubs import get_hub
 from prometheus_client import Counter
@@ -22,14 +28,62 @@ from prometheus_client import Counter
 from wsk import fanout
 from wsk.websocket import SessionQueue, WebSocketUpgrade
 
+# python-engineio's client refuses a payload of more packets than this
+# (engineio.payload.Payload.max_decode_packets, whose default it is)
+MAX_PACKETS_PER_POLL = 16
+
+
+class Session(Socket):
+    """python-engineio's session (its ``Socket``), as wsk serves it."""
+
+    def schedule_ping(self) -> None:
+        # python-engineio pings from a greenlet of its own that sleeps through the
+        # ping interval first; a timer does the same for a few bytes
+        if self.last_ping:
+            self.last_ping = None
+            get_hub().schedule_call_global(
+                self.server.ping_interval, eventlet.spawn_n, self._ping_now
+            )
+
+    def _ping_now(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.send(eio_packet.Packet(eio_packet.PING))
+
+    def poll(self) -> list[eio_packet.Packet]:
+        """Wait for packets for a long-polling client, and take at most MAX_PACKETS_PER_POLL."""
+        queue = self.queue
+        try:
+            first = queue.get(timeout=self.server.ping_interval + self.server.ping_timeout)
+        except eventlet.queue.Empty:
+            raise eio_exceptions.QueueEmpty() from None
+        queue.task_done()
+        if first is None:
+            return []
+        packets = [first]
+        while len(packets) < MAX_PACKETS_PER_POLL and queue.qsize():
+            pkt = queue.get(block=False)
+            queue.task_done()
+            if pkt is None:
+                queue.put(None)  # the next poll finds the session closed
+                break
+            packets.append(pkt)
+        return packets
+
 
 class EngineServer(engineio.Server):
-    """python-engineio's Server with wsk's websocket transport and fan-out."""
+    """python-engineio's Server with wsk's sessions, websocket transport and fan-out."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._async = {**self._async, "websocket": WebSocketUpgrade}
         self.protocol_errors: Counter | None = None
+        # a client sends everything it has buffered in one long-polling POST (Node's
+        # does); what bounds a POST is its size (max_http_buffer_size, wsk.guard),
+        # not its number of packets. The limit is python-engineio's, process-wide.
+        eio_payload.Payload.max_decode_packets = max(
+            eio_payload.Payload.max_decode_packets, int(self.max_http_buffer_size)
+        )
 
     def count_protocol_error(self) -> None:
         """Count one input refused for not following the protocol."""
@@ -40,14 +94,14 @@ class EngineServer(engineio.Server):
         """A session's packet queue, which wakes its websocket's writer (python-engineio's API)."""
         return SessionQueue(*args, **kwargs)
 
-    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
-        # python-engineio pings each client from a greenlet of its own that sleeps
-        # through the ping interval first; a timer does the same for a few bytes
-        if getattr(target, "__func__", None) is Socket._send_ping and not args and not kwargs:
-            sock = target.__self__
-            get_hub().schedule_call_global(self.ping_interval, eventlet.spawn_n, _ping, sock)
-            return None
-        return super().start_background_task(target, *args, **kwargs)
+    def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "connect":
+            # python-engineio has just made the session, as its own Socket class, and
+            # nothing has used it yet: from now on it is a wsk Session
+            sock = self.sockets.get(args[0])
+            if type(sock) is Socket:
+                sock.__class__ = Session
+        return super()._trigger_event(event, *args, **kwargs)
 
     def send_packet(self, sid: str, pkt: Any) -> None:
         """Send a packet to a client: straight onto its websocket when it can (wsk.fanout)."""
@@ -61,13 +115,6 @@ class EngineServer(engineio.Server):
             sock = self.sockets.pop(one, None)
             if sock is not None:
                 sock.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
-
-
-def _ping(sock: Socket) -> None:
-    """What python-engineio's ``Socket._send_ping`` does once its sleep is over."""
-    if not sock.closing and not sock.closed:
-        sock.last_ping = time.time()
-        sock.send(eio_packet.Packet(eio_packet.PING))
 
 
 def session_environ(environ: dict[str, Any]) -> dict[str, Any]:

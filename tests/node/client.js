@@ -2,6 +2,7 @@
 // Usage: node client.js URL PATH TRANSPORTS SECONDS
 // TRANSPORTS is websocket, polling or polling,websocket. Each connect is followed by
 // a whoami; every event received is printed; the process exits after SECONDS.
+const readline = require("node:readline");
 const { io } = require("socket.io-client");
 
 const [url, path, transports, seconds] = process.argv.slice(2);
@@ -24,7 +25,8 @@ socket.on("disconnect", (reason) => report("disconnect", reason));
 socket.on("connect_error", (error) => report("connect_error", error.message));
 socket.onAny((event, ...args) => report("event", { event, args }));
 
-process.stdin.on("data", (line) => {
+// one JSON command per line: {"event": ..., "data": ...}
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
   const { event, data } = JSON.parse(line);
   socket.emit(event, data, (answer) => report("ack", { event, answer }));
 });
