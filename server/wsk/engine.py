@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -78,6 +79,9 @@ class EngineServer(engineio.Server):
         super().__init__(**kwargs)
         self._async = {**self._async, "websocket": WebSocketUpgrade}
         self.protocol_errors: Counter | None = None
+        # python-engineio logs every packet at info level; asked once here, not once
+        # per recipient of every broadcast (wsk.fanout)
+        self.log_packets = self.logger.isEnabledFor(logging.INFO)
         # a client sends everything it has buffered in one long-polling POST (Node's
         # does); what bounds a POST is its size (max_http_buffer_size, wsk.guard),
         # not its number of packets. The limit is python-engineio's, process-wide.

@@ -23,7 +23,6 @@ python-engineio's path unchanged.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from engineio import packet as eio_packet
@@ -47,7 +46,7 @@ def frame_of(pkt: eio_packet.Packet) -> Frame:
 def send_packet(server: Any, sid: str, pkt: eio_packet.Packet) -> bool:
     """Send ``pkt`` to one websocket client the fast way; False if it must take engineio's path.
 
-    ``server`` is a python-engineio Server, ``sid`` an Engine.IO session id.
+    ``server`` is a ``wsk.engine.EngineServer``, ``sid`` an Engine.IO session id.
     """
     sock = server.sockets.get(sid)
     if sock is None:
@@ -59,9 +58,8 @@ def send_packet(server: Any, sid: str, pkt: eio_packet.Packet) -> bool:
     if not sock.check_ping_timeout():
         return True
     transport.deliver(frame_of(pkt))
-    logger = server.logger
-    if logger.isEnabledFor(logging.INFO):
-        logger.info(
+    if server.log_packets:
+        server.logger.info(
             "%s: Sending packet %s data %s",
             sid,
             eio_packet.packet_names[pkt.packet_type],
