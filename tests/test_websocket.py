@@ -249,3 +249,20 @@ def test_an_unsupported_websocket_version_gets_a_400(node):
     assert response.headers["Sec-WebSocket-Version"] == "13"
     # and the session opened for it is gone
     assert node.health() == (200, {**node.health()[1], "clients": before})
+
+
+def test_a_silent_client_is_closed_even_when_nothing_is_sent_to_it(tmp_path):
+    # no heartbeats: only the node's sweep of its sessions finds that the one ping
+    # the client got went unanswered
+    from conftest import Cluster
+
+    cluster = Cluster(tmp_path).start(nodes=1, heartbeat_interval=3600)
+    try:
+        quiet = cluster.nodes[0]
+        silent = connect(quiet)
+        # a ping after 1 s, no answer for 3 s, then the next sweep (every 0.75 s)
+        # closes it: before the client's 5 s read timeout
+        assert close_code(silent) == 1000
+        wait_until(lambda: quiet.health()[1]["clients"] == 0, 5, what="the session to go")
+    finally:
+        cluster.stop()
