@@ -266,3 +266,26 @@ def test_a_silent_client_is_closed_even_when_nothing_is_sent_to_it(tmp_path):
         wait_until(lambda: quiet.health()[1]["clients"] == 0, 5, what="the session to go")
     finally:
         cluster.stop()
+
+
+def test_a_failed_upgrade_closes_the_websocket_and_the_session_goes_on_polling(node):
+    base = f"http://127.0.0.1:{node.port}/"
+    http = requests.Session()
+    opened = http.get(base, params={"EIO": "4", "transport": "polling"}, timeout=5)
+    sid = json.loads(opened.text[1:])["sid"]
+    polling = {"EIO": "4", "transport": "polling", "sid": sid}
+    assert http.post(base, params=polling, data=b"40", timeout=5).status_code == 200
+    assert "40{" in http.get(base, params=polling, timeout=5).text
+
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{node.port}/?EIO=4&transport=websocket&sid={sid}", timeout=5
+    )
+    ws.send("not a probe")
+    # returns once the node has closed it; a read timeout (5 s) would raise instead
+    close_code(ws)
+
+    assert http.post(base, params=polling, data=b'421["whoami"]', timeout=5).status_code == 200
+    answered = ""
+    while "431[" not in answered:
+        answered += http.get(base, params=polling, timeout=5).text
+    assert node.node_name in answered

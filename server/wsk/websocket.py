@@ -387,23 +387,17 @@ class Transport:
     def _handle(self, message: str | bytes) -> None:
         session = self.session
         if self.state is PROBING:
-            if message != "2probe":
-                self.server.logger.info("%s: failed websocket upgrade, no probe", session.sid)
-                self.lost("no probe")
-                return
-            self.state = UPGRADING
-            self.send_control(frame(OP_TEXT, b"3probe"))
-            session.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
+            if self._upgrade_goes_on(message, "2probe", "no probe"):
+                self.state = UPGRADING
+                self.send_control(frame(OP_TEXT, b"3probe"))
+                session.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
             return
         if self.state is UPGRADING:
-            if message != "5":
-                self.server.logger.info("%s: failed websocket upgrade, no upgrade", session.sid)
-                self.lost("no upgrade packet")
-                return
-            session.upgraded = True
-            session.upgrading = False
-            self.state = OPEN
-            self.kick()
+            if self._upgrade_goes_on(message, "5", "no upgrade packet"):
+                session.upgraded = True
+                session.upgrading = False
+                self.state = OPEN
+                self.kick()
             return
         try:
             pkt = eio_packet.Packet(encoded_packet=message)
@@ -418,6 +412,14 @@ class Transport:
             self.lost("session closed")
         except ValueError as exc:
             self.refuse(ProtocolViolation(1003, str(exc)))
+
+    def _upgrade_goes_on(self, message: str | bytes, expected: str, failure: str) -> bool:
+        """Whether an upgrade from polling got the message it waits for; if not, it ends here."""
+        if message == expected:
+            return True
+        self.server.logger.info("%s: failed websocket upgrade, %s", self.session.sid, failure)
+        self.lost(failure)
+        return False
 
     # -- writing
 
