@@ -27,9 +27,8 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import engineio
 import eventlet
 import eventlet.queue
 import eventlet.wsgi
@@ -55,6 +54,9 @@ from wsk.frames import (
     unmask,
 )
 from wsk.httpserver import DETACH_KEY
+
+if TYPE_CHECKING:
+    from wsk.engine import EngineServer
 
 log = logging.getLogger("wsk.websocket")
 
@@ -87,7 +89,7 @@ class WebSocketUpgrade:
     which is used only to find the session (the handler's ``__self__``).
     """
 
-    def __init__(self, handler: Callable[[Any], Any], server: engineio.Server) -> None:
+    def __init__(self, handler: Callable[[Any], Any], server: EngineServer) -> None:
         self.session = handler.__self__  # type: ignore[attr-defined]
         self.server = server
 
@@ -132,7 +134,6 @@ class Transport:
         "fragments_opcode",
         "inbuf",
         "listener",
-        "max_message",
         "pending",
         "raw",
         "release",
@@ -145,7 +146,7 @@ class Transport:
 
     def __init__(
         self,
-        server: engineio.Server,
+        server: EngineServer,
         session: Any,
         sock: greenio.GreenSocket,
         release: Callable[[], None],
@@ -165,7 +166,6 @@ class Transport:
         self.dispatching = False
         self.writing = False
         self.control: list[bytes] | None = None
-        self.max_message = int(server.max_http_buffer_size)
 
     # -- lifecycle
 
@@ -292,8 +292,8 @@ class Transport:
                 raise ProtocolViolation(1002, "a client frame must be masked")
             if first & 0x70:
                 raise ProtocolViolation(1002, "reserved bits set, no extension was agreed")
-            if length > self.max_message:
-                raise ProtocolViolation(1009, f"message over {self.max_message} bytes")
+            if length > self.server.max_http_buffer_size:
+                raise self._too_large()
             stop = head + 4 + length
             if stop > end:
                 break
@@ -321,8 +321,8 @@ class Transport:
             if self.fragments is None:
                 raise ProtocolViolation(1002, "a continuation frame without a message")
             self.fragments.append(payload)
-            if sum(map(len, self.fragments)) > self.max_message:
-                raise ProtocolViolation(1009, f"message over {self.max_message} bytes")
+            if sum(map(len, self.fragments)) > self.server.max_http_buffer_size:
+                raise self._too_large()
             if not fin:
                 return
             opcode, payload = self.fragments_opcode, b"".join(self.fragments)
@@ -343,6 +343,9 @@ class Transport:
         else:
             self._received(payload)
 
+    def _too_large(self) -> ProtocolViolation:
+        return ProtocolViolation(1009, f"message over {self.server.max_http_buffer_size} bytes")
+
     def _received(self, message: str | bytes) -> None:
         if self.pending is None:
             self.pending = deque()
@@ -356,9 +359,7 @@ class Transport:
     def refuse(self, violation: ProtocolViolation) -> None:
         """Close the websocket of a client that broke the protocol; nobody else notices."""
         log.info("closing websocket %s: %s", self.session.sid, violation)
-        count = getattr(self.server, "count_protocol_error", None)
-        if count is not None:
-            count()
+        self.server.count_protocol_error()
         self._last_words(close_frame(violation.code))
         self.lost(str(violation), self.server.reason.TRANSPORT_ERROR)
 
