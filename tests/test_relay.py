@@ -190,3 +190,18 @@ def test_a_burst_of_publishes_is_relayed_whole(shared_cluster):
 
     wait_until(lambda: len(arrived()) == count, 20, what=f"{count} messages")
     assert failures() == before
+
+
+def test_wsk_client_ends_quietly_when_its_reader_goes(shared_cluster):
+    pipeline = subprocess.run(
+        f"{BIN / 'wsk-client'} {shared_cluster.haproxy.url} --duration 60 | head -n 3",
+        shell=True,  # the pipe is the point
+        capture_output=True,
+        text=True,
+        timeout=30,
+        executable="/bin/bash",
+    )
+    # the client ends at its first write after head left, long before its 60 s (and the
+    # 30 s timeout above)
+    assert len(pipeline.stdout.splitlines()) == 3
+    assert pipeline.stderr == ""  # no traceback from the broken pipe

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -43,7 +42,13 @@ CLIENT_OPTIONS = (
 def say(*parts: Any) -> None:
     """Print one timestamped line."""
     stamp = datetime.now().isoformat(timespec="milliseconds")
-    print(stamp, *parts, flush=True)
+    try:
+        print(stamp, *parts, flush=True)
+    except BrokenPipeError:
+        # whoever read our output has gone (`wsk-client | head`): end quietly. Not by
+        # restoring SIGPIPE's default, which would also kill the client when a write
+        # to its own closing connection meets a reset.
+        os._exit(0)
 
 
 def _positionals(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +62,6 @@ def _positionals(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Connect, then print events until the time is up or the cluster stays away too long."""
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `wsk-client | head` ends quietly
     args = options.parse(
         "wsk-client",
         "Connect to a wsk cluster and print every event it sends.",
