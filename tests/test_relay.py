@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 
@@ -205,3 +206,23 @@ def test_wsk_client_ends_quietly_when_its_reader_goes(shared_cluster):
     # 30 s timeout above)
     assert len(pipeline.stdout.splitlines()) == 3
     assert pipeline.stderr == ""  # no traceback from the broken pipe
+
+def test_wsk_client_lines_stay_whole_when_threads_print_together():
+    """python-socketio runs each handler on a thread of its own: wsk-client's lines must not mix."""
+    script = (
+        "import threading\n"
+        "from wsk.cli.client import say\n"
+        "def talk(n):\n"
+        "    for i in range(300):\n"
+        "        say('event', f'thread-{n}', 'x' * 200, i)\n"
+        "threads = [threading.Thread(target=talk, args=(n,)) for n in range(8)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+    )
+    result = subprocess.run(
+        [BIN / "python", "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert len(lines) == 8 * 300
+    pattern = re.compile(r"^\S+ event thread-\d x{200} \d+$")
+    assert all(pattern.match(line) for line in lines), "lines were mixed"

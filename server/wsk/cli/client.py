@@ -39,11 +39,18 @@ CLIENT_OPTIONS = (
 )
 
 
+# python-socketio runs each event handler and ack callback on a thread of its own
+_output = threading.Lock()
+
+
 def say(*parts: Any) -> None:
-    """Print one timestamped line."""
+    """Print one timestamped line, whole, even when threads print at the same time."""
     stamp = datetime.now().isoformat(timespec="milliseconds")
+    line = " ".join(map(str, (stamp, *parts))) + "\n"
     try:
-        print(stamp, *parts, flush=True)
+        with _output:
+            sys.stdout.write(line)
+            sys.stdout.flush()
     except BrokenPipeError:
         # whoever read our output has gone (`wsk-client | head`): end quietly. Not by
         # restoring SIGPIPE's default, which would also kill the client when a write
