@@ -10,9 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import redis
 import requests
 
 BIN = Path(sys.executable).parent
@@ -99,6 +101,51 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def metric_in(text: str, name: str, default: float | None = None, **labels: str) -> float:
+    """The value of one series in Prometheus text, e.g. ``metric_in(t, "x_total", event="a")``.
+
+    A series that is not there is ``default`` (a labelled counter not counted yet is
+    0), or an error when no default is given.
+    """
+    wanted = name + (
+        "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    )
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    if default is not None:
+        return default
+    raise AssertionError(f"{wanted} not in metrics")
+
+
+class RedisTap:
+    """Records what crosses a Redis pub/sub channel while it is open (a context manager)."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        self.channel = channel
+        self.messages: list[bytes] = []
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+
+    def __enter__(self) -> RedisTap:
+        self.pubsub.subscribe(self.channel)
+        self.pubsub.get_message(timeout=5)  # the subscription's confirmation
+        self.thread.start()
+        return self
+
+    def _listen(self) -> None:
+        with contextlib.suppress(Exception):  # ends when __exit__ closes the connection
+            for message in self.pubsub.listen():
+                self.messages.append(message["data"])
+
+    def count(self, marker: str) -> int:
+        """How many messages so far contain ``marker``."""
+        return sum(marker.encode() in data for data in list(self.messages))
+
+    def __exit__(self, *exc: object) -> None:
+        self.pubsub.close()
 
 
 class RedisServer(Process):
@@ -233,6 +280,11 @@ class WskNode(Process):
         if not self.running:
             raise AssertionError(f"{self.name} exited:\n{self.log()}")
         return accepts(self.port)
+
+    def metric(self, name: str, default: float | None = None, **labels: str) -> float:
+        """The current value of one of the node's metrics (see ``metric_in``)."""
+        text = requests.get(self.url + "/metrics", timeout=5).text
+        return metric_in(text, name, default, **labels)
 
     def health(self) -> tuple[int, dict]:
         response = requests.get(self.url + "/healthz", timeout=5)

@@ -5,16 +5,7 @@ from __future__ import annotations
 import requests
 
 from processes import RedisServer, WskNode
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    wanted = name + (
-        "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    )
-    for line in text.splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{wanted} not in metrics")
+from processes import metric_in as metric
 
 
 def test_healthz_and_metrics_answer_with_socketio_at_the_root(shared_cluster):
