@@ -1,4 +1,4 @@
-"""wsk's own websocket transport (wsk.websocket), spoken to by websocket-client, frame by frame."""
+"""wsk's own websocket transport (wsk.transport.websocket), spoken to by websocket-client, frame by frame."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import websocket
 from websocket import ABNF
 
 from processes import wait_until
-from wsk.frames import OP_BINARY, OP_TEXT, accept_key, frame, handshake_problem, unmask
+from wsk.transport.frames import OP_BINARY, OP_TEXT, accept_key, frame, handshake_problem, unmask
 
 MAX_PAYLOAD = 20_000
 
@@ -87,6 +87,7 @@ def test_the_handshake_answer_and_unmasking_follow_rfc6455():
         assert unmask(masked, b"\x0f\xf0\x55\xaa") == payload[:length]
     good = {
         "HTTP_UPGRADE": "websocket",
+        "HTTP_CONNECTION": "keep-alive, Upgrade",
         "HTTP_SEC_WEBSOCKET_VERSION": "13",
         "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
     }
@@ -94,6 +95,8 @@ def test_the_handshake_answer_and_unmasking_follow_rfc6455():
     assert "version" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_VERSION": "8"})
     assert "Key" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_KEY": "c2hvcnQ="})
     assert "Key" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_KEY": "!!"})
+    assert "Key" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==é"})
+    assert "Connection" in handshake_problem({**good, "HTTP_CONNECTION": "keep-alive"})
 
 
 def test_a_fragmented_message_with_a_ping_inside_is_one_message(node):
