@@ -2,10 +2,10 @@
 
 Every client event passes a token bucket first (``--client-event-rate`` per
 second, ``--client-event-burst`` at once): past it, the event is answered
-``{error}`` and not handled; a client that keeps on sending past it for a whole
-burst more is disconnected. ``join`` also meets ``--client-max-rooms``. Each
-refusal is counted (``wsk_events_refused_total``, ``wsk_clients_dropped_total``)
-and logged once per streak, not once per event.
+``{error}`` and not handled; a client that keeps on sending past it, until its
+refused events outrun the rate by a whole burst, is disconnected. ``join`` also
+meets ``--client-max-rooms``. Each refusal is counted (``wsk_events_refused_total``,
+``wsk_clients_dropped_total``) and logged once per streak, not once per event.
 """
 
 from __future__ import annotations
@@ -52,26 +52,31 @@ def preview(value: Any, limit: int = LOG_PREVIEW) -> str:
 
 
 class Bucket:
-    """One client's token bucket."""
+    """One client's token bucket, and its debt: the events refused lately."""
 
-    __slots__ = ("refused", "stamp", "tokens")
+    __slots__ = ("debt", "stamp", "tokens")
 
     def __init__(self, tokens: float, stamp: float) -> None:
         self.tokens = tokens
         self.stamp = stamp
-        self.refused = 0  # events refused in a row
+        self.debt = 0.0
 
 
 class EventLimit:
-    """The events per second each client may send; None from ``admit`` means go on."""
+    """The events per second each client may send.
+
+    A refused event adds one to the client's debt, which is paid back at the same
+    rate as tokens come: a client that sends a little over its rate gets errors for
+    the excess; one that floods runs up a debt past the burst and is dropped.
+    """
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
         self.buckets: dict[str, Bucket] = {}
 
-    def admit(self, sid: str) -> int:
-        """0 to handle the event; else how many events in a row were refused, this one too."""
+    def admit(self, sid: str) -> float:
+        """0 to handle the event; else the client's debt, this refusal included."""
         if not self.rate:
             return 0
         now = time.monotonic()
@@ -79,14 +84,15 @@ class EventLimit:
         if bucket is None:
             bucket = self.buckets[sid] = Bucket(self.burst, now)
         else:
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+            earned = (now - bucket.stamp) * self.rate
+            bucket.tokens = min(self.burst, bucket.tokens + earned)
+            bucket.debt = max(0.0, bucket.debt - earned)
             bucket.stamp = now
         if bucket.tokens >= 1:
             bucket.tokens -= 1
-            bucket.refused = 0
             return 0
-        bucket.refused += 1
-        return bucket.refused
+        bucket.debt += 1
+        return bucket.debt
 
     def forget(self, sid: str) -> None:
         self.buckets.pop(sid, None)
@@ -99,18 +105,15 @@ def register(sio: socketio.Server, config: Config, metrics: Metrics) -> None:
 
     def over_limit(event: str, sid: str) -> dict[str, str] | None:
         """The answer to an event past the client's rate, or None to handle it."""
-        refused = limit.admit(sid)
-        if not refused:
+        debt = limit.admit(sid)
+        if not debt:
             return None
         metrics.events_refused.labels("rate").inc()
-        if refused == 1:
+        if debt <= 1:
             log.info("client %s sends more than %g events/s; refusing its events", sid, limit.rate)
-        elif refused == limit.burst:
+        elif debt - 1 <= limit.burst < debt:
             log.warning(
-                "dropping client %s: %d events in a row over its rate of %g/s",
-                sid,
-                refused,
-                limit.rate,
+                "dropping client %s: it keeps sending over its rate of %g events/s", sid, limit.rate
             )
             metrics.clients_dropped.labels("rate").inc()
             sio.disconnect(sid)

@@ -54,6 +54,8 @@ CLOSE_KEY = "wsk.close"
 # True in the environ of a request the node takes only to answer that it is full
 FULL_KEY = "wsk.full"
 
+# most bytes the request's reader may hold beyond a request that detaches
+READ_AHEAD = 64 * 1024
 # connections a full node still takes, to answer them with a 503 at once
 OVERFLOW = 32
 # seconds a connection taken only to be told that the node is full may take to ask
@@ -191,14 +193,22 @@ class Protocol(eventlet.wsgi.HttpProtocol):
     def _close_after(self) -> None:
         self.close_connection = 1
 
-    def _detach(self) -> tuple[greenio.GreenSocket, Callable[[], None]]:
-        """Hand the socket over after this request; the taker calls ``closed()`` once it closes it.
+    def _detach(self) -> tuple[greenio.GreenSocket, Callable[[], None], bytes]:
+        """Hand the socket over after this request: it, a function to call once it is closed,
+        and what the client sent after the request that the request's reader holds already
+        (a client may send its first frames without waiting for the handshake's answer).
 
         No more requests are read from the connection.
         """
         self.conn_state.detached = True
         self.close_connection = True
-        return self.connection, self.server.limit.release
+        self.connection.setblocking(False)
+        try:
+            # what is buffered, or what one non-blocking read finds: never waits
+            early = self.rfile.peek(READ_AHEAD)
+        except OSError:
+            early = b""
+        return self.connection, self.server.limit.release, early
 
     def finish(self) -> None:
         # the environ refers back to this handler (eventlet's set_idle, our hooks):

@@ -112,7 +112,7 @@ class WebSocketUpgrade:
         detach = environ.get(DETACH_KEY)
         if detach is None:
             raise RuntimeError("wsk's websocket transport needs wsk.transport.http")
-        sock, release = detach()
+        sock, release, early = detach()
         transport = Transport(self.server, self.session, sock, release)
         response = (
             "HTTP/1.1 101 Switching Protocols\r\n"
@@ -120,7 +120,7 @@ class WebSocketUpgrade:
             "Connection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {accept_key(environ['HTTP_SEC_WEBSOCKET_KEY'])}\r\n\r\n"
         )
-        transport.start(response.encode("ascii"))
+        transport.start(response.encode("ascii"), early)
         internals.response_sent_elsewhere()
         return []
 
@@ -130,6 +130,7 @@ class Transport:
 
     __slots__ = (
         "control",
+        "control_in_flight",
         "dispatching",
         "fragments",
         "inbuf",
@@ -165,14 +166,16 @@ class Transport:
         self.dispatching = False
         self.writing = False
         self.control: list[bytes] | None = None
+        self.control_in_flight = 0  # control frames the writer is writing now
 
     # -- lifecycle
 
-    def start(self, handshake: bytes) -> None:
+    def start(self, handshake: bytes, early: bytes = b"") -> None:
         """Take the socket over from the HTTP request, and answer its ``handshake``.
 
         The answer goes out in one write with what the session queued already
-        (Engine.IO's OPEN packet, for a new session).
+        (Engine.IO's OPEN packet, for a new session). ``early`` is what the client
+        sent after its request before it had the answer.
         """
         session = self.session
         # a client that vanishes is found by the ping timeout; a writer must not
@@ -191,6 +194,8 @@ class Transport:
         self.writing = True
         self._write(handshake)
         self._listen()
+        if early and self.state is not CLOSED:
+            self._got(early)
 
     def _upgrade_due(self) -> None:
         if self.state in (PROBING, UPGRADING):
@@ -263,6 +268,9 @@ class Transport:
         if not data:
             self.lost("closed by the client")
             return
+        self._got(data)
+
+    def _got(self, data: bytes) -> None:
         try:
             self._take(data)
         except ProtocolViolation as exc:
@@ -418,7 +426,7 @@ class Transport:
         """Send a control frame ahead of what is queued, never inside another frame."""
         if self.control is None:
             self.control = []
-        elif len(self.control) >= MAX_CONTROL:
+        if len(self.control) + self.control_in_flight >= MAX_CONTROL:
             raise ProtocolViolation(POLICY, f"more than {MAX_CONTROL} pings left unread")
         self.control.append(data)
         self.kick()
@@ -447,6 +455,7 @@ class Transport:
             while self.state is not CLOSED:
                 if self.control:
                     chunks += self.control
+                    self.control_in_flight = len(self.control)
                     self.control = None
                 closing = False
                 if self.state is OPEN:
@@ -464,6 +473,7 @@ class Transport:
                 self.sock.sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                 chunks = []
                 size = 0
+                self.control_in_flight = 0
                 if closing:
                     self._close_socket()
         except OSError as exc:
