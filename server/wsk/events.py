@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
-
-import socketio
+from typing import TYPE_CHECKING, Any
 
 from wsk.config import Config
+from wsk.manager import NotDelivered
 from wsk.metrics import Metrics, event_label
+
+if TYPE_CHECKING:
+    from wsk.sioserver import SocketIOServer
 
 log = logging.getLogger("wsk.events")
 
@@ -98,7 +100,7 @@ class EventLimit:
         self.buckets.pop(sid, None)
 
 
-def register(sio: socketio.Server, config: Config, metrics: Metrics) -> None:
+def register(sio: SocketIOServer, config: Config, metrics: Metrics) -> None:
     """Attach the node's event handlers to ``sio``."""
     node_name = config.node_name
     limit = EventLimit(config.client_event_rate, config.client_event_burst)
@@ -143,7 +145,8 @@ def register(sio: socketio.Server, config: Config, metrics: Metrics) -> None:
     def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         metrics.events_in.labels("connect").inc()
         metrics.connected_clients.inc()
-        log.info("client %s connected from %s", sid, _peer(environ))
+        how = "recovered its session" if sid in sio.recovering else "connected"
+        log.info("client %s %s from %s", sid, how, _peer(environ))
 
     @sio.on("disconnect")
     def disconnect(sid: str, reason: Any = None) -> None:
@@ -151,6 +154,7 @@ def register(sio: socketio.Server, config: Config, metrics: Metrics) -> None:
         metrics.connected_clients.dec()
         limit.forget(sid)
         log.info("client %s disconnected (%s)", sid, reason)
+        sio.session_ended(sid, reason)
 
     # the handlers below take what the client sent after their payload, and ignore it
 
@@ -162,6 +166,10 @@ def register(sio: socketio.Server, config: Config, metrics: Metrics) -> None:
     def whoami(sid: str, *_: Any) -> dict[str, str]:
         return {"node": node_name, "sid": sid}
 
+    # An acknowledgement is a promise: join and leave answer once the client's session
+    # remembers the room (when it may recover), publish once the message is in the
+    # cluster's stream; what Redis could not take is answered {error}.
+
     @handler("join")
     def join(sid: str, data: Any = None, *_: Any) -> dict[str, str]:
         room = room_of(data, required=True)
@@ -171,13 +179,19 @@ def register(sio: socketio.Server, config: Config, metrics: Metrics) -> None:
             metrics.events_refused.labels("rooms").inc()
             log.info("join from %s refused: in %d rooms already", sid, len(rooms) - 1)
             return {"error": f"at most {config.client_max_rooms} rooms per client"}
-        sio.enter_room(sid, room)
+        try:
+            sio.enter_room(sid, room)
+        except Exception as exc:  # the session could not remember it
+            return _not_kept("join", sid, exc)
         return {"node": node_name, "room": room}
 
     @handler("leave")
     def leave(sid: str, data: Any = None, *_: Any) -> dict[str, str]:
         room = room_of(data, required=True)
-        sio.leave_room(sid, room)
+        try:
+            sio.leave_room(sid, room)
+        except Exception as exc:
+            return _not_kept("leave", sid, exc)
         return {"node": node_name, "room": room}
 
     @handler("publish")
@@ -186,8 +200,11 @@ def register(sio: socketio.Server, config: Config, metrics: Metrics) -> None:
         if "data" not in data:
             raise BadRequest("payload must have a data field")
         message = {"from": sid, "node": node_name, "room": room, "data": data["data"]}
-        sio.emit("message", message, to=room)
-        return {"node": node_name}
+        try:
+            offset = sio.manager.emit("message", message, namespace="/", room=room)
+        except NotDelivered:
+            return {"error": "not delivered: the cluster's Redis did not take it"}
+        return {"node": node_name, "offset": str(offset)}
 
     def any_other(event: str, sid: str, *args: Any) -> Any:
         metrics.events_in.labels(event_label(event)).inc()
@@ -198,6 +215,11 @@ def register(sio: socketio.Server, config: Config, metrics: Metrics) -> None:
         return None
 
     sio.on("*", any_other)
+
+
+def _not_kept(event: str, sid: str, exc: Exception) -> dict[str, str]:
+    log.warning("%s from %s failed: %s", event, sid, exc)
+    return {"error": f"not done: the cluster's Redis did not take it ({type(exc).__name__})"}
 
 
 def _peer(environ: dict[str, Any]) -> str:
