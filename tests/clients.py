@@ -95,9 +95,14 @@ class NodeClient:
     """Runs tests/node/client.js (socket.io-client) and collects the JSON lines it prints."""
 
     def __init__(
-        self, url: str, transports: str, seconds: float = 30, room: str | None = None
+        self,
+        url: str,
+        transports: str,
+        seconds: float = 30,
+        room: str | None = None,
+        path: str = "/wsk",
     ) -> None:
-        argv = ["node", str(NODE_DIR / "client.js"), url, "/wsk", transports, str(seconds)]
+        argv = ["node", str(NODE_DIR / "client.js"), url, path, transports, str(seconds)]
         self.proc = subprocess.Popen(
             [*argv, *([room] if room else [])],
             stdin=subprocess.PIPE,

@@ -158,7 +158,41 @@ def test_a_client_that_had_received_nothing_recovers(cluster):
         assert client.connects()[1]["id"] == client.connects()[0]["id"]
         wait_until(lambda: seqs(client, room) == list(range(5)), 5, what="the missed messages")
         sender.close()
+
+        def counted(name: str, **labels: str) -> float:
+            return sum(node.metric(name, 0, **labels) for node in cluster.nodes)
+
+        assert counted("wsk_recoveries_attempted_total") == 1
+        assert counted("wsk_recoveries_total", result="succeeded", reason="") == 1
+        assert counted("wsk_recovery_replayed_total") >= 5  # and the heartbeats it missed
+        wait_until(lambda: counted("wsk_stream_length") >= 5, 10, what="the stream's length")
     finally:
+        client.stop()
+
+
+def test_a_client_back_while_redis_is_away_recovers_once_redis_returns(cluster):
+    """Its session cannot be looked up: it is sent away to retry, not given a new one."""
+    cluster.start(redis_aof=True)
+    node = cluster.nodes[0]
+    room = "outage-" + uuid.uuid4().hex[:6]
+    client = NodeClient(node.url, "websocket", 60, room, path="/")  # to the node, no HAProxy
+    sender = RecordingClient().connect(cluster.haproxy.url)
+    try:
+        wait_until(lambda: _acks(client), 10, what="the join")
+        sender.call("publish", {"room": room, "data": {"seq": 0}})
+        wait_until(lambda: seqs(client, room) == [0], 5, what="a live message")
+        cluster.redis.stop()
+        client.break_transport(reconnect_after=0.3)
+        wait_until(lambda: "cannot be looked up now" in node.log(), 10, what="a retry")
+        cluster.redis.start()
+        wait_until(lambda: client.connected() and len(client.connects()) >= 2, 20, what="back")
+        assert [c["recovered"] for c in client.connects()] == [False, True]
+        wait_until(
+            lambda: "offset" in sender.call("publish", {"room": room, "data": {"seq": 1}}), 10
+        )
+        wait_until(lambda: seqs(client, room) == [0, 1], 5, what="the next message, once")
+    finally:
+        sender.close()
         client.stop()
 
 

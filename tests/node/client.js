@@ -21,7 +21,7 @@ const socket = io(url, {
 });
 
 socket.on("connect", () => {
-  report("connect", { id: socket.id, recovered: socket.recovered });
+  report("connect", { id: socket.id, recovered: Boolean(socket.recovered) });
   socket.emit("whoami", (answer) => report("whoami", answer));
   if (room && !socket.recovered) {
     socket.emit("join", { room }, (answer) => report("ack", { event: "join", answer }));
