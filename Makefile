@@ -66,7 +66,8 @@ ansible-lint: $(BIN)/molecule
 yamllint: $(BIN)/molecule
 	$(BIN)/yamllint -s .
 
-molecule: $(BIN)/wsk-server $(BIN)/molecule
+# the verifier runs Node's socket.io-client of tests/node against the cluster too
+molecule: $(BIN)/wsk-server $(BIN)/molecule $(NODE_MODULES)
 	$(VENV_PATH) scripts/docker-engine.sh
 	$(VENV_PATH) molecule test
 

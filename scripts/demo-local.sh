@@ -32,8 +32,10 @@ echo $! >"$state/redis.pid"
 
 servers=()
 for port in "${node_ports[@]}"; do
+    # --sid-prefix: HAProxy routes a long-polling request by its sid to the node it names
     "$bin/wsk-server" --host 127.0.0.1 --port "$port" --redis-url "redis://127.0.0.1:$redis_port/0" \
-        --heartbeat-interval 5 --heartbeat-jitter 2 >"$state/node-$port.log" 2>&1 &
+        --heartbeat-interval 5 --heartbeat-jitter 2 --sid-prefix "node-$port" --allow-eio3 yes \
+        >"$state/node-$port.log" 2>&1 &
     echo $! >"$state/node-$port.pid"
     servers+=(--server "node-$port=127.0.0.1:$port")
 done

@@ -42,7 +42,7 @@ backend wsk
     option httpchk GET /healthz
     http-check expect status 200
     http-request replace-path ^/wsk/?(.*) /\\1
-{cookie}{servers}
+{cookie}{routes}{servers}
 """
 
 
@@ -64,9 +64,21 @@ def config(
     maxconn: int = 9000,
     connect_timeout: str = "2s",
     check: str = "inter 300ms fall 2 rise 2",
+    sid_routing: bool = True,
 ) -> str:
-    """The configuration text."""
+    """The configuration text.
+
+    With ``sid_routing`` (and ``sticky``), a request whose ``sid`` starts with a
+    server's name and ``~`` goes to that server before any cookie is looked at
+    (``use-server`` has precedence over cookie persistence): a node started with
+    ``--sid-prefix <its server name>`` keeps its long-polling clients without cookies.
+    """
     cookie_line = f"    cookie {cookie} insert indirect nocache httponly\n" if sticky else ""
+    routes = "".join(
+        f"    use-server {s.name} if {{ urlp(sid) -m beg {s.name}~ }}\n"
+        for s in servers
+        if sticky and sid_routing
+    )
     lines = "".join(
         f"    server {s.name} {s.host}:{s.port} check {check}"
         + (f" cookie {s.name}" if sticky else "")
@@ -79,6 +91,7 @@ def config(
         maxconn=maxconn,
         connect_timeout=connect_timeout,
         cookie=cookie_line,
+        routes=routes,
         servers=lines,
     )
 

@@ -77,6 +77,8 @@ class WskNode(Process):
             "host": LOOPBACK,
             "port": self.port,
             "node-name": name,
+            # HAProxy's server is named after the node: it routes a sid to it by this
+            "sid-prefix": name,
             "redis-url": redis_url,
             "heartbeat-interval": 0.5,
             "heartbeat-jitter": 0,

@@ -8,23 +8,28 @@ from pathlib import Path
 
 import yaml
 
+from wsk import options
 from wsk.config import SERVER_OPTIONS, Config, defaults
 from wsk.transport.versions import TESTED
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = ROOT / "roles" / "socketio"
-# options the role writes from variables of their own (addresses, names, URL)
-WRITTEN_APART = {"host", "port", "node_name", "redis_url", "cors_origins"}
+# options the role writes from variables of their own (addresses, names, URL), or in
+# each instance's command line (port, name, sid prefix)
+WRITTEN_APART = {"host", "port", "node_name", "redis_url", "cors_origins", "sid_prefix"}
 
 
 def role_yaml(path: str) -> dict:
     return yaml.safe_load((ROLE / path).read_text())
 
 
-def same(role_value, node_value) -> bool:
-    if isinstance(node_value, bool) or not isinstance(node_value, int | float):
-        return str(role_value) == str(node_value)
-    return float(role_value) == float(node_value)
+def same(shown, node_value) -> bool:
+    """Whether a value written elsewhere (YAML, the README) is the node's default."""
+    if isinstance(node_value, bool):
+        return options.boolean(str(shown)) == node_value
+    if not isinstance(node_value, int | float):
+        return str(shown) == str(node_value) or (shown == "none" and node_value == "")
+    return float(shown) == float(node_value)
 
 
 def test_every_option_reaches_the_nodes_through_the_role():
@@ -54,7 +59,7 @@ def test_the_readme_lists_every_option_with_its_default():
     rows = {
         match[1]: (match[2], match[3])
         for match in re.finditer(
-            r"^\| `--([a-z-]+)` \| `(WSK_[A-Z_]+)` \| `([^`]*)` \|",
+            r"^\| `--([a-z0-9-]+)` \| `(WSK_[A-Z0-9_]+)` \| `([^`]*)` \|",
             (ROOT / "README.md").read_text(),
             re.M,
         )

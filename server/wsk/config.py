@@ -101,6 +101,15 @@ class Config:
     stream_max_entries: int = _option(
         1_000_000, options.positive_integer, "entries the cluster's stream keeps at most"
     )
+    allow_eio3: bool = _option(
+        False, options.boolean, "serve Engine.IO 3 / Socket.IO 2 clients (socket.io-client 2.x) too"
+    )
+    sid_prefix: str = _option(
+        "",
+        options.sid_prefix,
+        "what every session id of this process starts with, so that a load balancer can "
+        "route a request by its sid alone (the process's name in HAProxy)",
+    )
     log_level: str = _option("info", options.choice(*LOG_LEVELS), "debug, info, warning or error")
 
     @property

@@ -210,6 +210,22 @@ def origins(raw: str) -> str | tuple[str, ...]:
     return items
 
 
+def boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise OptionError("must be yes or no (true/false, on/off, 1/0)")
+
+
+def sid_prefix(raw: str) -> str:
+    value = raw.strip()
+    if value and not all(c.isalnum() or c in "-._" for c in value):
+        raise OptionError("letters, digits, '-', '.' and '_' only (it goes into URLs)")
+    return value
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def convert(raw: str) -> str:
         value = raw.strip().lower()

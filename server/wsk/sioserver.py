@@ -158,7 +158,10 @@ class SocketIOServer(SocketIOHooks):
             manager.disconnect(sid, namespace, ignore_queue=True)
             manager.end_session(sid, eio_sid, recoverable=False)
             return
-        answer = {"sid": sid, "pid": pid} if pid else {"sid": sid}
+        if self._speaks_v2(eio_sid):
+            answer = None  # Socket.IO 2's CONNECT carries nothing
+        else:
+            answer = {"sid": sid, "pid": pid} if pid else {"sid": sid}
         self.send_socketio_packet(
             eio_sid, self.packet_class(sio_packet.CONNECT, answer, namespace=namespace)
         )
@@ -196,6 +199,16 @@ class SocketIOServer(SocketIOHooks):
             return None
         return auth["pid"], record, after
 
+    def _speaks_v2(self, eio_sid: str) -> bool:
+        """Whether a client speaks Engine.IO 3, hence Socket.IO 2 (socket.io-client 2.x)."""
+        sock = self.eio.sockets.get(eio_sid)
+        return bool(sock is not None and sock.eio3)
+
+    def engineio_connected(self, eio_sid: str) -> None:
+        # a Socket.IO 2 client is in the main namespace without asking
+        if self._speaks_v2(eio_sid):
+            self.connect_namespace(eio_sid, "/", None)
+
     def send_away(self, eio_sid: str) -> None:
         """Close a client's transport without a word, so that it reconnects (as a drain does)."""
         sock = self.eio.sockets.get(eio_sid)
@@ -203,6 +216,9 @@ class SocketIOServer(SocketIOHooks):
             sock.close(wait=False, abort=True, reason=self.eio.reason.TRANSPORT_CLOSE)
 
     def _refuse(self, eio_sid: str, namespace: str, reason: Any) -> None:
+        if self._speaks_v2(eio_sid):
+            # Socket.IO 2's ERROR packet carries the message itself
+            reason = reason.get("message", "refused") if isinstance(reason, dict) else reason
         self.send_socketio_packet(
             eio_sid,
             self.packet_class(sio_packet.CONNECT_ERROR, data=reason, namespace=namespace),

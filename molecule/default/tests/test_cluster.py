@@ -13,6 +13,8 @@ cluster has converged; every value comes from the environment:
     WSK_VERIFY_RELOAD_COMMAND  optional shell command that reloads HAProxy
     WSK_VERIFY_ROLL_COMMAND    optional shell command that changes the nodes'
                                configuration, so that every process restarts in turn
+    WSK_VERIFY_NODE_DIR        optional: the project's tests/node, whose socket.io-client
+                               versions (2.x among them) are run against the cluster
 
 The clients are python-socketio clients (wsk.client.Client: python-socketio's,
 with ordered events and connection-state recovery). The nodes must send okok
@@ -307,3 +309,40 @@ def test_a_rolling_restart_under_live_clients_loses_and_repeats_nothing():
         publisher.close()
         for probe in clients:
             probe.close()
+
+
+NODE_DIR = os.environ.get("WSK_VERIFY_NODE_DIR", "")
+
+
+def node_client(module: str, transports: str, seconds: int = 8) -> list[dict]:
+    """Run one socket.io-client (Node) of tests/node against the cluster; its report."""
+    import json
+
+    script = os.path.join(NODE_DIR, "matrix.js")
+    argv = ["node", script, module, URL, PATH, transports, "no", "verify-old", str(seconds)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "socket.io-client-2")),
+    reason="tests/node's socket.io-client versions are not installed ('make test' does)",
+)
+@pytest.mark.parametrize(
+    ("module", "transports"),
+    [
+        ("socket.io-client-2", "websocket"),
+        ("socket.io-client-2", "polling"),
+        ("socket.io-client-2", "polling,websocket"),
+        ("socket.io-client", "polling"),
+    ],
+    ids=["2.x-websocket", "2.x-polling", "2.x-upgrade", "4.x-polling-without-cookies"],
+)
+def test_old_and_cookieless_clients_are_served_through_haproxy(module, transports):
+    """socket.io-client 2.x (Engine.IO 3), and 4.x polling with no cookie kept (sid routing)."""
+    lines = node_client(module, transports)
+    seen = {line["what"] for line in lines}
+    assert {"connect", "whoami", "join"} <= seen, lines[:5]
+    assert "disconnect" not in seen and "connect_error" not in seen, lines
+    beating = {line["data"]["node"] for line in lines if line["what"] == "okok"}
+    assert beating >= PROCESSES, f"heartbeats from {sorted(beating)}"

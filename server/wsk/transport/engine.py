@@ -20,6 +20,7 @@ python-engineio's private hooks are reached through ``wsk.transport.internals``.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -31,7 +32,7 @@ from engineio import packet as eio_packet
 from engineio.socket import Socket
 from eventlet.hubs import get_hub
 
-from wsk.transport import polling
+from wsk.transport import eio3, polling
 from wsk.transport.frames import handshake_problem
 from wsk.transport.internals import EngineIOHooks
 from wsk.transport.websocket import OPEN, Transport, WebSocketUpgrade, frame_of
@@ -94,10 +95,23 @@ class Session(Socket):
     queue: SessionQueue
     # the websocket of this session, open or being upgraded to; None while it polls
     transport: Transport | None = None
+    # an Engine.IO 3 client (wsk.transport.eio3): it pings, the server answers
+    eio3 = False
+
+    def receive(self, pkt: eio_packet.Packet) -> None:
+        if self.eio3 and pkt.packet_type == eio_packet.PING:
+            # an Engine.IO 3 client pings; it is gone once it has not for pingInterval
+            # + pingTimeout (check_ping_timeout measures from last_ping + pingTimeout)
+            self.last_ping = time.time() + self.server.ping_interval
+            self.send(eio_packet.Packet(eio_packet.PONG, pkt.data))
+            return
+        super().receive(pkt)
 
     def schedule_ping(self) -> None:
         # python-engineio pings from a greenlet of its own that sleeps through the
         # ping interval first; a timer does the same for a few bytes
+        if self.eio3:
+            return  # its client pings
         if self.last_ping:
             self.last_ping = None
             get_hub().schedule_call_global(
@@ -175,6 +189,11 @@ class EngineServer(EngineIOHooks):
         # per recipient of every broadcast
         self.log_packets = self.logger.isEnabledFor(logging.INFO)
 
+    def generate_id(self) -> str:
+        """A session id: ``<sid-prefix>~`` and 128 random bits, so that HAProxy can route by it."""
+        token = secrets.token_urlsafe(16)
+        return f"{self.config.sid_prefix}~{token}" if self.config.sid_prefix else token
+
     def create_queue(self, *args: Any, **kwargs: Any) -> SessionQueue:
         """A session's packet queue (python-engineio's API)."""
         return SessionQueue(*args, **kwargs)
@@ -220,6 +239,22 @@ class EngineServer(EngineIOHooks):
         method = environ.get("REQUEST_METHOD")
         problem = None
         headers = [("Content-Type", "application/json")]
+        session = self.sockets.get(sid) if sid else None
+        transport = query.get("transport", ["polling"])[0]
+        if self.config.allow_eio3 and method == "GET" and transport == "polling":
+            if sid is None and query.get("EIO") == ["3"]:
+                return self._handshake_eio3(environ, start_response, query)
+            if session is not None and session.eio3 and session.connected:
+                return self._poll_eio3(session, environ, start_response)
+        if (
+            self.config.allow_eio3
+            and method == "GET"
+            and transport == "websocket"
+            and sid is None
+            and query.get("EIO") == ["3"]
+            and handshake_problem(environ) is None
+        ):
+            return self._handshake_eio3(environ, start_response, query)
         if method == "POST" and sid is not None:
             problem = polling.check_post(self, sid, environ)
         elif method == "GET" and query.get("transport") == ["websocket"]:
@@ -230,6 +265,69 @@ class EngineServer(EngineIOHooks):
         status, reason = problem
         body = polling.error_body(reason)
         headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers + self.cors_headers(environ))
+        return [body]
+
+    def _handshake_eio3(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], query: dict
+    ) -> Iterable[bytes]:
+        """A new Engine.IO 3 session: python-engineio 4's handshake, in protocol 3."""
+        self.start_monitor()
+        transport = query.get("transport", ["polling"])[0]
+        sid = self.generate_id()
+        session = Session(self, sid)
+        session.eio3 = True
+        session.last_ping = time.time() + self.ping_interval
+        self.sockets[sid] = session
+        upgrades = ["websocket"] if transport == "polling" and self.allow_upgrades else []
+        session.send(
+            eio_packet.Packet(
+                eio_packet.OPEN,
+                {
+                    "sid": sid,
+                    "upgrades": upgrades,
+                    "pingInterval": int(self.ping_interval * 1000),
+                    "pingTimeout": int(self.ping_timeout * 1000),
+                },
+            )
+        )
+        accepted = self.session_made(sid, environ)
+        if accepted is not None and accepted is not True:
+            self.sockets.pop(sid, None)
+            return self._answer(environ, start_response, "401 Unauthorized", "refused")
+        if transport == "websocket":
+            answer = session.handle_get_request(environ, start_response)
+            if session.closed and self.sockets.get(sid) is session:
+                del self.sockets[sid]
+            return answer
+        session.connected = True
+        return self._poll_eio3(session, environ, start_response)
+
+    def _poll_eio3(
+        self, session: Session, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """A long-polling GET of an Engine.IO 3 session, answered in protocol 3's framing."""
+        try:
+            packets = session.handle_get_request(environ, start_response)
+        except eio_exceptions.QueueEmpty:
+            return self._answer(environ, start_response, "400 Bad Request", "session closed")
+        if session.closed and self.sockets.get(session.sid) is session:
+            del self.sockets[session.sid]
+        if not isinstance(packets, list):
+            return packets  # an upgrade answered it
+        body = eio3.encode_payload(packets).encode("utf-8")
+        headers = [
+            ("Content-Type", "text/plain; charset=UTF-8"),
+            ("Content-Length", str(len(body))),
+        ]
+        start_response("200 OK", headers + self.cors_headers(environ))
+        return [body]
+
+    def _answer(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], status: str, why: str
+    ) -> list[bytes]:
+        body = polling.error_body(why)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         start_response(status, headers + self.cors_headers(environ))
         return [body]
 

@@ -23,9 +23,13 @@ python-engineio (``engineio``)
         own ``engineio.socket.Socket``, with no factory to ask; its class is
         switched there to wsk's ``Session`` (a subclass that adds no state of its
         own beyond class-level defaults), before anything else uses it.
-    ``Server._service_task``
+    ``Server._service_task``, ``start_service_task``, ``service_task_handle``
         the client monitor. python-engineio's wakes once per session per ping
-        timeout; wsk's sweeps all sessions a few times per timeout.
+        timeout; wsk's sweeps all sessions a few times per timeout. An Engine.IO 3
+        handshake (wsk's own) starts it as python-engineio's starts it.
+    ``Server._trigger_event("connect")`` from an Engine.IO 3 handshake
+        which python-engineio 4 refuses: wsk makes those sessions itself and tells
+        the application as python-engineio would.
     ``Server._cors_headers`` / ``Server._cors_allowed_origins``
         to answer a refused long-polling request with the same CORS headers as
         python-engineio's answers, so that a browser can read the error.
@@ -124,6 +128,16 @@ class EngineIOHooks(engineio.Server):
     def _service_task(self) -> None:
         self.monitor_sessions()
 
+    def start_monitor(self) -> None:
+        """Start the client monitor if no session started it yet (python-engineio's way)."""
+        if self.start_service_task:
+            self.start_service_task = False
+            self.service_task_handle = self.start_background_task(self._service_task)
+
+    def session_made(self, sid: str, environ: dict[str, Any]) -> Any:
+        """Tell the application a session exists (python-engineio's connect event)."""
+        return self._trigger_event("connect", sid, environ, run_async=False)
+
     def monitor_sessions(self) -> None:
         """Watch the sessions for clients that stopped answering pings, until shut down."""
         super()._service_task()
@@ -160,7 +174,12 @@ class SocketIOHooks(socketio.Server):
         return self.engineio_server_class
 
     def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
-        return super()._handle_eio_connect(eio_sid, self.session_environ(environ))
+        result = super()._handle_eio_connect(eio_sid, self.session_environ(environ))
+        self.engineio_connected(eio_sid)
+        return result
+
+    def engineio_connected(self, eio_sid: str) -> None:
+        """An Engine.IO session exists (its handshake is being answered)."""
 
     def session_environ(self, environ: dict[str, Any]) -> dict[str, Any]:
         """What of a request's environ the session keeps (all of it, unless overridden)."""

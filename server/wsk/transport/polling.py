@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import eventlet
 
-from wsk.transport import packets
+from wsk.transport import eio3, packets
 from wsk.transport.http import CLOSE_KEY, DEADLINE_KEY
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def check_post(server: EngineServer, sid: str, environ: dict[str, Any]) -> tuple
     session = server.sockets.get(sid)
     if session is None or not session.connected or session.upgraded or session.closed:
         return None
-    problem = _read(server, environ)
+    problem = _read(server, session, environ)
     if problem is None:
         return None
     close = environ.get(CLOSE_KEY)
@@ -55,7 +55,7 @@ def check_post(server: EngineServer, sid: str, environ: dict[str, Any]) -> tuple
     return problem
 
 
-def _read(server: EngineServer, environ: dict[str, Any]) -> tuple[str, str] | None:
+def _read(server: EngineServer, session: Any, environ: dict[str, Any]) -> tuple[str, str] | None:
     config = server.config
     if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
         return "411 Length Required", "a long-polling POST needs a Content-Length"
@@ -71,6 +71,8 @@ def _read(server: EngineServer, environ: dict[str, Any]) -> tuple[str, str] | No
         return "408 Request Timeout", f"the body did not arrive within {deadline.seconds:g} s"
     if deadline is not None:
         deadline.met()  # the request is in: its deadline no longer applies
+    if session.eio3:
+        return _decode_eio3(config, body, environ)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -79,6 +81,19 @@ def _read(server: EngineServer, environ: dict[str, Any]) -> tuple[str, str] | No
         return "413 Content Too Large", f"more than {config.max_post_packets} packets"
     try:
         environ[PACKETS_KEY] = [packets.decode(part) for part in packets.split(text)]
+    except packets.BadPacket as exc:
+        if str(exc).startswith("unknown packet type"):
+            return "400 Bad Request", str(exc)
+        return "400 Bad Request", "not an Engine.IO payload"
+    return None
+
+
+def _decode_eio3(config: Any, body: bytes, environ: dict[str, Any]) -> tuple[str, str] | None:
+    content_type = environ.get("CONTENT_TYPE") or ""
+    if eio3.count(body, content_type) > config.max_post_packets:
+        return "413 Content Too Large", f"more than {config.max_post_packets} packets"
+    try:
+        environ[PACKETS_KEY] = eio3.decode_payload(body, content_type)
     except packets.BadPacket as exc:
         if str(exc).startswith("unknown packet type"):
             return "400 Bad Request", str(exc)

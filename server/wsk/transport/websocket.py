@@ -35,7 +35,7 @@ from eventlet import greenio
 from eventlet.hubs import get_hub
 from eventlet.hubs.hub import READ
 
-from wsk.transport import internals, packets
+from wsk.transport import eio3, internals, packets
 from wsk.transport.frames import (
     NORMAL,
     NOT_UTF8,
@@ -388,7 +388,7 @@ class Transport:
                 self.kick()
             return
         try:
-            pkt = packets.decode(message)
+            pkt = eio3.decode_message(message) if session.eio3 else packets.decode(message)
         except packets.BadPacket as exc:
             self.refuse(ProtocolViolation(UNACCEPTABLE, f"not an Engine.IO packet ({exc})"))
             return
@@ -465,7 +465,7 @@ class Transport:
                             closing = True
                             chunks.append(close_frame(NORMAL))
                             break
-                        data = _encode(item)
+                        data = _encode(item, self.session.eio3)
                         chunks.append(data)
                         size += len(data)
                 if not chunks:
@@ -495,12 +495,12 @@ def frame_of(pkt: eio_packet.Packet) -> Frame:
     return data
 
 
-def _encode(item: Any) -> bytes:
+def _encode(item: Any, eio3_session: bool = False) -> bytes:
     """The frame of a queued item: a frame already, or a python-engineio packet."""
     if type(item) is Frame:
         return item
     if item.binary:
-        return frame(OP_BINARY, item.data)
+        return frame(OP_BINARY, eio3.encode_binary(item.data) if eio3_session else item.data)
     return frame_of(item)
 
 
