@@ -12,12 +12,26 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import requests
 import socketio
 
 from wsk import options
-from wsk.options import Option
+from wsk.options import Option, OptionError
 
 TRANSPORTS = {"websocket": ["websocket"], "polling": ["polling"], "both": ["polling", "websocket"]}
+
+
+def _ca_file(raw: str) -> str:
+    """A PEM file of CA certificates that can be read."""
+    path = raw.strip()
+    try:
+        with open(path, "rb") as pem:
+            if b"-----BEGIN CERTIFICATE-----" not in pem.read():
+                raise OptionError("the file holds no PEM certificate")
+    except OSError as exc:
+        raise OptionError(f"cannot read it ({exc.strerror})") from None
+    return path
+
 
 CLIENT_OPTIONS = (
     Option("path", options.url_path, "/wsk", "Socket.IO path on the server"),
@@ -36,6 +50,12 @@ CLIENT_OPTIONS = (
         "exit 1 after this many seconds without a connection (0: never)",
     ),
     Option("duration", options.seconds, 0.0, "exit 0 after this many seconds (0: run until ^C)"),
+    Option(
+        "ca_file",
+        _ca_file,
+        None,
+        "PEM file of the CA to trust for https:// (default: the system's CAs)",
+    ),
 )
 
 
@@ -82,6 +102,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return client.run()
 
 
+class CaSession(requests.Session):
+    """A requests session that trusts one CA file, whatever REQUESTS_CA_BUNDLE says.
+
+    python-engineio sends its long-polling requests through the session and hands
+    the session's ``verify`` to its websocket as ``ca_certs``. requests itself
+    prefers REQUESTS_CA_BUNDLE to a session's ``verify`` unless each request
+    names it, which this does.
+    """
+
+    def __init__(self, ca_file: str) -> None:
+        super().__init__()
+        self.verify = ca_file
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("verify", self.verify)
+        return super().request(*args, **kwargs)
+
+
 class Client:
     """A Socket.IO client that reconnects on its own and reports what it sees."""
 
@@ -94,6 +132,7 @@ class Client:
         room: str | None,
         max_disconnected: float,
         duration: float,
+        ca_file: str | None = None,
     ) -> None:
         self.url = url
         self.path = path
@@ -104,7 +143,10 @@ class Client:
         self.duration = duration
         self.disconnected_since = time.monotonic()
         self.connected = threading.Event()
-        self.sio = socketio.Client(reconnection=True, reconnection_delay_max=5)
+        session = CaSession(ca_file) if ca_file else requests.Session()
+        self.sio = socketio.Client(
+            reconnection=True, reconnection_delay_max=5, http_session=session
+        )
         self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
         self.sio.on("*", self.on_event)
