@@ -55,6 +55,10 @@ class RedisError(Exception):
     """An error reply of Redis."""
 
 
+# What a RESP2 reply decodes to.
+Reply = str | int | list | RedisError | None
+
+
 class Resp:
     """The RESP2 protocol over one connection: commands out, replies in."""
 
@@ -64,7 +68,7 @@ class Resp:
         self.sock.connect(path)
         self.buffer = b""
 
-    def command(self, *args: str):
+    def command(self, *args: str) -> Reply:
         out = b"*%d\r\n" % len(args)
         for arg in args:
             data = arg.encode()
@@ -93,7 +97,7 @@ class Resp:
         data, self.buffer = self.buffer[:size], self.buffer[size + 2 :]
         return data
 
-    def _reply(self):
+    def _reply(self) -> Reply:
         line = self._line()
         kind, rest = line[:1], line[1:].decode()
         if kind == b"+":
