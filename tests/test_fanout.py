@@ -1,4 +1,4 @@
-"""Broadcasts written straight to websockets (wsk.fanout): whole, in order, and no one waits."""
+"""Broadcasts written straight to websockets (wsk.transport): whole, in order, no one waits."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""wsk's own websocket transport (wsk.websocket), spoken to by websocket-client, frame by frame."""
+"""wsk.transport.websocket, spoken to by websocket-client frame by frame."""
 
 from __future__ import annotations
 
 import json
 import random
+import socket
 import time
 
 import pytest
@@ -12,7 +13,7 @@ import websocket
 from websocket import ABNF
 
 from processes import wait_until
-from wsk.frames import OP_BINARY, OP_TEXT, accept_key, frame, handshake_problem, unmask
+from wsk.transport.frames import OP_BINARY, OP_TEXT, accept_key, frame, handshake_problem, unmask
 
 MAX_PAYLOAD = 20_000
 
@@ -87,6 +88,7 @@ def test_the_handshake_answer_and_unmasking_follow_rfc6455():
         assert unmask(masked, b"\x0f\xf0\x55\xaa") == payload[:length]
     good = {
         "HTTP_UPGRADE": "websocket",
+        "HTTP_CONNECTION": "keep-alive, Upgrade",
         "HTTP_SEC_WEBSOCKET_VERSION": "13",
         "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
     }
@@ -94,6 +96,10 @@ def test_the_handshake_answer_and_unmasking_follow_rfc6455():
     assert "version" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_VERSION": "8"})
     assert "Key" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_KEY": "c2hvcnQ="})
     assert "Key" in handshake_problem({**good, "HTTP_SEC_WEBSOCKET_KEY": "!!"})
+    assert "Key" in handshake_problem(
+        {**good, "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==é"}
+    )
+    assert "Connection" in handshake_problem({**good, "HTTP_CONNECTION": "keep-alive"})
 
 
 def test_a_fragmented_message_with_a_ping_inside_is_one_message(node):
@@ -289,3 +295,23 @@ def test_a_failed_upgrade_closes_the_websocket_and_the_session_goes_on_polling(n
     while "431[" not in answered:
         answered += http.get(base, params=polling, timeout=5).text
     assert node.node_name in answered
+
+
+def test_frames_sent_with_the_handshake_are_not_lost(node):
+    """A client may write its first frames before it has the handshake's answer."""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    request = (
+        "GET /?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    frames = client_frame(ABNF.OPCODE_TEXT, b"40") + client_frame(
+        ABNF.OPCODE_TEXT, b'421["whoami"]'
+    )
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as sock:
+        sock.sendall(request + frames)  # one write: the node reads them together
+        seen = b""
+        while b'431[{"node"' not in seen:
+            chunk = sock.recv(4096)
+            assert chunk, f"closed; got {seen!r}"
+            seen += chunk
+    assert seen.startswith(b"HTTP/1.1 101")

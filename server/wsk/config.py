@@ -1,11 +1,18 @@
-"""The configuration of one wsk node, built once from flags and environment."""
+"""The configuration of one wsk node, built once from flags and environment.
+
+``Config`` is the one definition of every option: its type, default, converter
+and help. The command line (``SERVER_OPTIONS``), ``wsk-server --help`` and the
+socketio role's defaults all follow from it (``tests/test_config.py`` checks the
+role against it).
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from wsk import options
@@ -13,66 +20,93 @@ from wsk.options import Option
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-SERVER_OPTIONS = (
-    Option("host", options.text, "0.0.0.0", "address to listen on"),
-    Option("port", options.port, 5000, "TCP port to listen on"),
-    Option("node_name", options.text, None, "name of this node (default: <hostname>:<port>)"),
-    Option("redis_url", options.redis_url, "redis://127.0.0.1:6379/0", "Redis URL"),
-    Option("channel", options.text, "wsk", "Redis pub/sub channel shared by the cluster"),
-    Option("path", options.url_path, "/", "path Socket.IO is served at"),
-    Option(
-        "heartbeat_interval",
-        options.positive_seconds,
-        30.0,
-        "seconds between two okok heartbeats",
-    ),
-    Option("heartbeat_jitter", options.seconds, 10.0, "random seconds added to each interval"),
-    Option("cors_origins", options.origins, "*", "allowed browser origins, comma-separated, or *"),
-    Option("max_payload", options.positive_integer, 1_000_000, "largest message in bytes"),
-    Option(
-        "max_connections",
-        options.positive_integer,
-        15_000,
-        "concurrent connections served at once",
-    ),
-    Option("backlog", options.positive_integer, 1024, "listen backlog of the server socket"),
-    Option("ping_interval", options.positive_seconds, 25.0, "Engine.IO ping interval, seconds"),
-    Option("ping_timeout", options.positive_seconds, 20.0, "Engine.IO ping timeout, seconds"),
-    Option(
-        "drain_timeout",
-        options.seconds,
-        10.0,
-        "seconds SIGTERM waits for clients to leave before exiting",
-    ),
-    Option("log_level", options.choice(*LOG_LEVELS), "info", "debug, info, warning or error"),
-)
+
+def _option(default: Any, convert: Callable[[str], Any], help: str) -> Any:
+    return field(default=default, metadata={"convert": convert, "help": help})
 
 
 @dataclass(frozen=True)
 class Config:
     """Everything a node needs to know, validated."""
 
-    host: str = "0.0.0.0"
-    port: int = 5000
-    node_name: str = ""
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    channel: str = "wsk"
-    path: str = "/"
-    heartbeat_interval: float = 30.0
-    heartbeat_jitter: float = 10.0
-    cors_origins: str | tuple[str, ...] = "*"
-    max_payload: int = 1_000_000
-    max_connections: int = 15_000
-    backlog: int = 1024
-    ping_interval: float = 25.0
-    ping_timeout: float = 20.0
-    drain_timeout: float = 10.0
-    log_level: str = "info"
+    host: str = _option("0.0.0.0", options.text, "address to listen on")
+    port: int = _option(5000, options.port, "TCP port to listen on")
+    node_name: str = _option("", options.text, "name of this node (default: <hostname>:<port>)")
+    redis_url: str = _option("redis://127.0.0.1:6379/0", options.redis_url, "Redis URL")
+    channel: str = _option("wsk", options.text, "Redis pub/sub channel shared by the cluster")
+    path: str = _option("/", options.url_path, "path Socket.IO is served at")
+    heartbeat_interval: float = _option(
+        30.0, options.positive_seconds, "seconds between two okok heartbeats"
+    )
+    heartbeat_jitter: float = _option(
+        10.0, options.seconds, "random seconds added to each interval"
+    )
+    cors_origins: str | tuple[str, ...] = _option(
+        "*", options.origins, "allowed browser origins, comma-separated, or *"
+    )
+    max_payload: int = _option(
+        1_000_000, options.positive_integer, "largest message (or long-polling POST) in bytes"
+    )
+    max_connections: int = _option(
+        15_000, options.positive_integer, "concurrent connections served at once"
+    )
+    backlog: int = _option(1024, options.positive_integer, "listen backlog of the server socket")
+    ping_interval: float = _option(
+        25.0, options.positive_seconds, "Engine.IO ping interval, seconds"
+    )
+    ping_timeout: float = _option(20.0, options.positive_seconds, "Engine.IO ping timeout, seconds")
+    drain_timeout: float = _option(
+        10.0, options.seconds, "seconds SIGTERM waits for clients to leave before exiting"
+    )
+    request_timeout: float = _option(
+        10.0,
+        options.positive_seconds,
+        "seconds a request (headers, and a POST's body) has to arrive whole",
+    )
+    max_fragments: int = _option(
+        1000, options.positive_integer, "fragments one websocket message may arrive in"
+    )
+    max_post_packets: int = _option(
+        2000, options.positive_integer, "packets one long-polling POST may carry"
+    )
+    max_attachments: int = _option(
+        64, options.positive_integer, "binary attachments one Socket.IO packet may carry"
+    )
+    client_queue_packets: int = _option(
+        10_000,
+        options.positive_integer,
+        "packets queued for one client, past which it is dropped as too slow",
+    )
+    client_queue_bytes: int = _option(
+        4_000_000,
+        options.positive_integer,
+        "bytes queued for one client, past which it is dropped as too slow",
+    )
+    client_event_rate: float = _option(
+        100.0, options.non_negative, "events per second one client may send (0: no limit)"
+    )
+    client_event_burst: int = _option(
+        500, options.positive_integer, "events one client may send at once above its rate"
+    )
+    client_max_rooms: int = _option(
+        100, options.non_negative_integer, "rooms one client may be in at once (0: no limit)"
+    )
+    log_level: str = _option("info", options.choice(*LOG_LEVELS), "debug, info, warning or error")
 
     @property
     def redis_url_for_logs(self) -> str:
         """The Redis URL with its password hidden."""
         return hide_password(self.redis_url)
+
+
+SERVER_OPTIONS = tuple(
+    Option(f.name, f.metadata["convert"], f.default, f.metadata["help"]) for f in fields(Config)
+)
+
+
+def defaults() -> dict[str, Any]:
+    """Every option's default, by name."""
+    return {f.name: f.default for f in fields(Config)}
 
 
 def load_config(

@@ -1,18 +1,30 @@
-"""The Socket.IO events a node answers."""
+"""The Socket.IO events a node answers, and the limits each client's events meet.
+
+Every client event passes a token bucket first (``--client-event-rate`` per
+second, ``--client-event-burst`` at once): past it, the event is answered
+``{error}`` and not handled; a client that keeps on sending past it, until its
+refused events outrun the rate by a whole burst, is disconnected. ``join`` also
+meets ``--client-max-rooms``. Each refusal is counted (``wsk_events_refused_total``,
+``wsk_clients_dropped_total``) and logged once per streak, not once per event.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import socketio
 
+from wsk.config import Config
 from wsk.metrics import Metrics, event_label
 
 log = logging.getLogger("wsk.events")
 
 MAX_ROOM_LENGTH = 128
+# characters of a client's test000 payload that make it into the log
+LOG_PREVIEW = 200
 
 
 class BadRequest(ValueError):
@@ -31,15 +43,91 @@ def room_of(payload: Any, required: bool) -> str | None:
     return room
 
 
-def register(sio: socketio.Server, node_name: str, metrics: Metrics) -> None:
+def preview(value: Any, limit: int = LOG_PREVIEW) -> str:
+    """``repr(value)``, cut to ``limit`` characters for the log."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+class Bucket:
+    """One client's token bucket, and its debt: the events refused lately."""
+
+    __slots__ = ("debt", "stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+        self.debt = 0.0
+
+
+class EventLimit:
+    """The events per second each client may send.
+
+    A refused event adds one to the client's debt, which is paid back at the same
+    rate as tokens come: a client that sends a little over its rate gets errors for
+    the excess; one that floods runs up a debt past the burst and is dropped.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.buckets: dict[str, Bucket] = {}
+
+    def admit(self, sid: str) -> float:
+        """0 to handle the event; else the client's debt, this refusal included."""
+        if not self.rate:
+            return 0
+        now = time.monotonic()
+        bucket = self.buckets.get(sid)
+        if bucket is None:
+            bucket = self.buckets[sid] = Bucket(self.burst, now)
+        else:
+            earned = (now - bucket.stamp) * self.rate
+            bucket.tokens = min(self.burst, bucket.tokens + earned)
+            bucket.debt = max(0.0, bucket.debt - earned)
+            bucket.stamp = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0
+        bucket.debt += 1
+        return bucket.debt
+
+    def forget(self, sid: str) -> None:
+        self.buckets.pop(sid, None)
+
+
+def register(sio: socketio.Server, config: Config, metrics: Metrics) -> None:
     """Attach the node's event handlers to ``sio``."""
+    node_name = config.node_name
+    limit = EventLimit(config.client_event_rate, config.client_event_burst)
+
+    def over_limit(event: str, sid: str) -> dict[str, str] | None:
+        """The answer to an event past the client's rate, or None to handle it."""
+        debt = limit.admit(sid)
+        if not debt:
+            return None
+        metrics.events_refused.labels("rate").inc()
+        if debt <= 1:
+            log.info("client %s sends more than %g events/s; refusing its events", sid, limit.rate)
+        elif debt - 1 <= limit.burst < debt:
+            log.warning(
+                "dropping client %s: it keeps sending over its rate of %g events/s", sid, limit.rate
+            )
+            metrics.clients_dropped.labels("rate").inc()
+            sio.disconnect(sid)
+        return {"error": f"rate limit: at most {limit.rate:g} events/s"}
 
     def handler(event: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register ``fn`` for ``event``; count it; turn BadRequest into an error ack."""
+        """Register ``fn`` for ``event``; limit and count it; turn BadRequest into an error ack."""
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             def counted(sid: str, *args: Any) -> Any:
                 metrics.events_in.labels(event).inc()
+                refusal = over_limit(event, sid)
+                if refusal is not None:
+                    return refusal
                 try:
                     return fn(sid, *args)
                 except BadRequest as exc:
@@ -51,38 +139,49 @@ def register(sio: socketio.Server, node_name: str, metrics: Metrics) -> None:
 
         return decorate
 
-    @handler("connect")
+    @sio.on("connect")
     def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        metrics.events_in.labels("connect").inc()
         metrics.connected_clients.inc()
         log.info("client %s connected from %s", sid, _peer(environ))
 
-    @handler("disconnect")
+    @sio.on("disconnect")
     def disconnect(sid: str, reason: Any = None) -> None:
+        metrics.events_in.labels("disconnect").inc()
         metrics.connected_clients.dec()
+        limit.forget(sid)
         log.info("client %s disconnected (%s)", sid, reason)
 
+    # the handlers below take what the client sent after their payload, and ignore it
+
     @handler("test000")
-    def test000(sid: str, data: Any = None) -> None:
-        log.info("test000 from %s: %r", sid, data)
+    def test000(sid: str, data: Any = None, *_: Any) -> None:
+        log.info("test000 from %s: %s", sid, preview(data))
 
     @handler("whoami")
-    def whoami(sid: str, data: Any = None) -> dict[str, str]:
+    def whoami(sid: str, *_: Any) -> dict[str, str]:
         return {"node": node_name, "sid": sid}
 
     @handler("join")
-    def join(sid: str, data: Any = None) -> dict[str, str]:
+    def join(sid: str, data: Any = None, *_: Any) -> dict[str, str]:
         room = room_of(data, required=True)
+        rooms = sio.rooms(sid)
+        # a client is always in the room of its own sid, which does not count
+        if config.client_max_rooms and room not in rooms and len(rooms) > config.client_max_rooms:
+            metrics.events_refused.labels("rooms").inc()
+            log.info("join from %s refused: in %d rooms already", sid, len(rooms) - 1)
+            return {"error": f"at most {config.client_max_rooms} rooms per client"}
         sio.enter_room(sid, room)
         return {"node": node_name, "room": room}
 
     @handler("leave")
-    def leave(sid: str, data: Any = None) -> dict[str, str]:
+    def leave(sid: str, data: Any = None, *_: Any) -> dict[str, str]:
         room = room_of(data, required=True)
         sio.leave_room(sid, room)
         return {"node": node_name, "room": room}
 
     @handler("publish")
-    def publish(sid: str, data: Any = None) -> dict[str, str]:
+    def publish(sid: str, data: Any = None, *_: Any) -> dict[str, str]:
         room = room_of(data, required=False)
         if "data" not in data:
             raise BadRequest("payload must have a data field")
@@ -90,9 +189,13 @@ def register(sio: socketio.Server, node_name: str, metrics: Metrics) -> None:
         sio.emit("message", message, to=room)
         return {"node": node_name}
 
-    def any_other(event: str, sid: str, *args: Any) -> None:
+    def any_other(event: str, sid: str, *args: Any) -> Any:
         metrics.events_in.labels(event_label(event)).inc()
-        log.debug("unhandled event %r from %s", event, sid)
+        refusal = over_limit(event, sid)
+        if refusal is not None:
+            return refusal
+        log.debug("unhandled event %r from %s", event[:LOG_PREVIEW], sid)
+        return None
 
     sio.on("*", any_other)
 

@@ -76,7 +76,30 @@ class Metrics:
         )
         self.protocol_errors = Counter(
             "wsk_protocol_errors",
-            "Requests refused because they were too large or not Engine.IO.",
+            "Input refused for breaking the protocol or a limit, by where it came: frame "
+            "(websocket), post (long-polling), handshake, packet (Socket.IO), event.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.clients_dropped = Counter(
+            "wsk_clients_dropped",
+            "Clients this node disconnected for going past a limit: queue (too much "
+            "waiting for a client that does not read), rate (events sent too fast).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "wsk_connections_refused",
+            "Connections answered and closed at once: full (--max-connections reached), "
+            "request_timeout (no whole request within --request-timeout).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.events_refused = Counter(
+            "wsk_events_refused",
+            "Events answered with an error for going past a per-client limit: rate "
+            "(--client-event-rate), rooms (--client-max-rooms).",
+            ["reason"],
             registry=self.registry,
         )
         self.heartbeats = Counter(

@@ -15,14 +15,15 @@ from urllib.parse import urlsplit
 
 import eventlet
 
-from wsk import events, httpserver
+from wsk import events
 from wsk.app import NodeApp
 from wsk.config import Config
-from wsk.guard import GuardedServer
 from wsk.health import RedisMonitor
 from wsk.heartbeat import private_ipv4, run_heartbeat
 from wsk.manager import ClusterManager
 from wsk.metrics import Metrics
+from wsk.sioserver import SocketIOServer
+from wsk.transport import http
 
 log = logging.getLogger("wsk.node")
 
@@ -37,27 +38,10 @@ class Node:
         self.config = config
         self.metrics = Metrics()
         self.manager = ClusterManager(config.redis_url, config.channel, metrics=self.metrics)
-        self.sio = GuardedServer(
-            async_mode="eventlet",
-            client_manager=self.manager,
-            cors_allowed_origins=_cors(config.cors_origins),
-            max_http_buffer_size=config.max_payload,
-            ping_interval=config.ping_interval,
-            ping_timeout=config.ping_timeout,
-            logger=_library_logger("socketio.server", config.log_level),
-            engineio_logger=_library_logger("engineio.server", config.log_level),
-        )
-        self.sio.count_protocol_errors_in(self.metrics.protocol_errors)
-        events.register(self.sio, config.node_name, self.metrics)
+        self.sio = SocketIOServer(config, self.metrics, client_manager=self.manager)
+        events.register(self.sio, config, self.metrics)
         self.monitor = RedisMonitor(config.redis_url, config.redis_url_for_logs, self.metrics)
-        self.app = NodeApp(
-            self.sio,
-            config.path,
-            config.node_name,
-            self.monitor,
-            self.metrics,
-            config.max_payload,
-        )
+        self.app = NodeApp(config, self.sio, self.monitor, self.metrics)
         self.host_ip = private_ipv4(urlsplit(config.redis_url).hostname)
         self._stop_requested = False
 
@@ -95,15 +79,9 @@ class Node:
             config.heartbeat_jitter,
             self.metrics,
         )
-        limit = httpserver.Limit(config.max_connections)
+        limit = http.Limit(config.max_connections)
         self.metrics.open_connections.set_function(lambda: limit.held)
-        server = eventlet.spawn(
-            httpserver.serve,
-            listener,
-            self.app,
-            limit,
-            log_output=config.log_level == "debug",
-        )
+        server = eventlet.spawn(http.serve, listener, self.app, limit, config, self.metrics)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request_stop)
         while not self._stop_requested and not server.dead:
@@ -159,19 +137,3 @@ def raise_descriptor_limit(wanted: int) -> int:
             wanted - SPARE_DESCRIPTORS,
         )
     return soft
-
-
-def _library_logger(name: str, level: str) -> logging.Logger:
-    """A python-socketio or python-engineio logger that logs through ours, once.
-
-    Given no logger, those libraries add a handler of their own, which prints each
-    line a second time beside the root handler's; and their info level is one line
-    per packet. So: their warnings and errors, or everything with --log-level debug.
-    """
-    logger = logging.getLogger(name)
-    logger.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
-    return logger
-
-
-def _cors(origins: str | tuple[str, ...]) -> str | list[str]:
-    return origins if isinstance(origins, str) else list(origins)

@@ -105,7 +105,7 @@ def fail(prog: str, message: str, status: int = 2) -> NoReturn:
 def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(value) or "none"
-    return "none" if value is None else str(value)
+    return "none" if value is None or value == "" else str(value)
 
 
 # Converters: each takes the raw text and returns the value or raises OptionError.
@@ -131,6 +131,13 @@ def integer(raw: str) -> int:
         raise OptionError("not a whole number") from None
 
 
+def non_negative_integer(raw: str) -> int:
+    value = integer(raw)
+    if value < 0:
+        raise OptionError("must be 0 or more")
+    return value
+
+
 def positive_integer(raw: str) -> int:
     value = integer(raw)
     if value < 1:
@@ -145,6 +152,16 @@ def seconds(raw: str) -> float:
         raise OptionError("not a number of seconds") from None
     if not value >= 0 or value == float("inf"):
         raise OptionError("must be a finite number of seconds, 0 or more")
+    return value
+
+
+def non_negative(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise OptionError("not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise OptionError("must be a finite number, 0 or more")
     return value
 
 

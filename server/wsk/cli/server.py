@@ -24,7 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import eventlet
 
     eventlet.monkey_patch()
-    from wsk.node import Node
+    try:
+        from wsk.node import Node
+    except ImportError as exc:  # a library outside the tested versions (wsk.transport.internals)
+        sys.stderr.write(f"wsk-server: error: {exc}\n")
+        return 2
 
     try:
         Node(config).run()

@@ -8,17 +8,16 @@ handler, buffers and environ, an idle client cost a node about 60 KiB.
 Here a websocket is a small object over a non-blocking socket:
 
 - the hub calls it when the socket is readable; it reads what is there, takes
-  the frames apart (RFC 6455) and hands the messages to the Engine.IO session,
-  in order, from a greenlet that lives only while there are messages;
+  the frames apart (``wsk.transport.frames``) and hands the messages to the
+  Engine.IO session, in order, from a greenlet that lives only while there are
+  messages;
 - a writer greenlet lives only while the session has packets queued: it takes
-  all of them and writes them with one ``sendall``;
-- a broadcast's frame, built once (``wsk.fanout``), is written at once to a
-  client that waits for nothing else;
+  them and writes them in rounds of at most ``WRITE_ROUND`` bytes;
+- a broadcast's frame, built once, is written at once to a client that waits
+  for nothing else (``deliver``);
 - the HTTP request that opened the websocket ends once the handshake is
-  answered (``wsk.httpserver``), and the session's ping is a hub timer
-  (``wsk.guard``), not a sleeping greenlet.
-
-The frames themselves are ``wsk.frames``.
+  answered (``wsk.transport.http``), and the session's ping is a hub timer
+  (``wsk.transport.engine``), not a sleeping greenlet.
 """
 
 from __future__ import annotations
@@ -30,39 +29,49 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import eventlet
-import eventlet.queue
-import eventlet.wsgi
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from eventlet import greenio
 from eventlet.hubs import get_hub
 from eventlet.hubs.hub import READ
 
-from wsk.frames import (
+from wsk.transport import internals, packets
+from wsk.transport.frames import (
+    NORMAL,
+    NOT_UTF8,
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    POLICY,
+    PROTOCOL_ERROR,
+    UNACCEPTABLE,
+    Fragments,
     Frame,
     ProtocolViolation,
     accept_key,
     close_frame,
     frame,
     handshake_problem,
-    unmask,
+    parse,
 )
-from wsk.httpserver import DETACH_KEY
+from wsk.transport.http import DETACH_KEY
 
 if TYPE_CHECKING:
-    from wsk.engine import EngineServer
+    from wsk.transport.engine import EngineServer, Session
 
 log = logging.getLogger("wsk.websocket")
 
 READ_SIZE = 64 * 1024
 # messages read and not yet handled, past which the socket is not read until they are
 MAX_PENDING = 64
+# control frames (pongs) waiting to be written, past which a client that pings
+# and never reads is closed
+MAX_CONTROL = 64
+# most bytes one write of the writer takes from the queue
+WRITE_ROUND = 256 * 1024
 
 # the states of a transport
 PROBING = "probing"  # an upgrade from polling: waiting for the client's probe
@@ -71,31 +80,24 @@ OPEN = "open"
 CLOSED = "closed"
 
 
-class SessionQueue(eventlet.queue.Queue):
-    """An Engine.IO session's packet queue, which tells its websocket when a packet comes."""
-
-    on_put: Callable[[], None] | None = None
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        if self.on_put is not None:
-            self.on_put()
-
-
 class WebSocketUpgrade:
     """python-engineio's websocket factory: answers the handshake, then hands over to a Transport.
 
-    python-engineio makes one per request with its session's websocket handler,
-    which is used only to find the session (the handler's ``__self__``).
+    python-engineio makes one per request with the session's websocket handler,
+    which is used only to find the session. ``EngineServer.handle_request`` has
+    checked the handshake already; the checks here stand behind it.
     """
 
     def __init__(self, handler: Callable[[Any], Any], server: EngineServer) -> None:
-        self.session = handler.__self__  # type: ignore[attr-defined]
+        self.session: Session = internals.session_of(handler)  # type: ignore[assignment]
         self.server = server
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         problem = handshake_problem(environ)
+        if problem is None and self.session.transport is not None:
+            problem = "the session has a websocket already"
         if problem is not None:
+            self.server.refused("handshake", self.session.sid, problem)
             if not self.session.connected:
                 # a session opened for this websocket alone ends with it; an upgrade's
                 # session goes on polling
@@ -109,8 +111,8 @@ class WebSocketUpgrade:
             return [problem.encode()]
         detach = environ.get(DETACH_KEY)
         if detach is None:
-            raise RuntimeError("wsk's websocket transport needs wsk.httpserver")
-        sock, release = detach()
+            raise RuntimeError("wsk's websocket transport needs wsk.transport.http")
+        sock, release, early = detach()
         transport = Transport(self.server, self.session, sock, release)
         response = (
             "HTTP/1.1 101 Switching Protocols\r\n"
@@ -118,9 +120,8 @@ class WebSocketUpgrade:
             "Connection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {accept_key(environ['HTTP_SEC_WEBSOCKET_KEY'])}\r\n\r\n"
         )
-        transport.start(response.encode("ascii"))
-        # tell eventlet's request handler that the response went out another way
-        eventlet.wsgi.WSGI_LOCAL.already_handled = True
+        transport.start(response.encode("ascii"), early)
+        internals.response_sent_elsewhere()
         return []
 
 
@@ -129,9 +130,9 @@ class Transport:
 
     __slots__ = (
         "control",
+        "control_in_flight",
         "dispatching",
         "fragments",
-        "fragments_opcode",
         "inbuf",
         "listener",
         "pending",
@@ -147,7 +148,7 @@ class Transport:
     def __init__(
         self,
         server: EngineServer,
-        session: Any,
+        session: Session,
         sock: greenio.GreenSocket,
         release: Callable[[], None],
     ) -> None:
@@ -160,28 +161,31 @@ class Transport:
         self.state = PROBING if session.connected else OPEN
         self.listener: Any = None
         self.inbuf: bytearray | None = None
-        self.fragments: list[bytes] | None = None
-        self.fragments_opcode = OP_TEXT
+        self.fragments: Fragments | None = None
         self.pending: deque[str | bytes] | None = None
         self.dispatching = False
         self.writing = False
         self.control: list[bytes] | None = None
+        self.control_in_flight = 0  # control frames the writer is writing now
 
     # -- lifecycle
 
-    def start(self, handshake: bytes) -> None:
+    def start(self, handshake: bytes, early: bytes = b"") -> None:
         """Take the socket over from the HTTP request, and answer its ``handshake``.
 
         The answer goes out in one write with what the session queued already
-        (Engine.IO's OPEN packet, for a new session).
+        (Engine.IO's OPEN packet, for a new session). ``early`` is what the client
+        sent after its request before it had the answer.
         """
         session = self.session
         # a client that vanishes is found by the ping timeout; a writer must not
         # wait longer than that on a client that stopped reading
         self.sock.settimeout(self.server.ping_interval + self.server.ping_timeout)
-        session.wsk_transport = self
+        session.transport = self
         if self.state is PROBING:
             session.upgrading = True  # packets wait in the queue while the upgrade runs
+            # an upgrade that does not complete must not hold its connection
+            get_hub().schedule_call_global(self.server.config.request_timeout, self._upgrade_due)
         else:
             session.connected = True
             session.upgraded = True
@@ -190,6 +194,15 @@ class Transport:
         self.writing = True
         self._write(handshake)
         self._listen()
+        if early and self.state is not CLOSED:
+            self._got(early)
+
+    def _upgrade_due(self) -> None:
+        if self.state in (PROBING, UPGRADING):
+            self.server.refused(
+                "handshake", self.session.sid, "the upgrade did not complete in time"
+            )
+            self.lost("upgrade not completed in time")
 
     def lost(self, reason: str, why: str | None = None) -> None:
         """The connection failed or the client left: close it, and its session if it was open.
@@ -217,8 +230,8 @@ class Transport:
         self.state = CLOSED
         self._unlisten()
         session = self.session
-        if session.__dict__.get("wsk_transport") is self:
-            session.wsk_transport = None
+        if session.transport is self:
+            session.transport = None
             session.queue.on_put = None
         self.pending = self.inbuf = self.fragments = self.control = None
         greenio.shutdown_safe(self.sock)
@@ -231,10 +244,7 @@ class Transport:
             self.listener = hub.add(
                 READ, self.raw.fileno(), self._readable, self._hub_closed, _nothing
             )
-            # eventlet keeps the greenlet that asked, to signal it if the socket closes
-            # under it; a transport has no greenlet of its own, and the short-lived one
-            # that asked must not be kept: the hub stands in
-            self.listener.greenlet = hub.greenlet
+            internals.hand_listener_to_hub(self.listener)
 
     def _unlisten(self) -> None:
         if self.listener is not None:
@@ -258,6 +268,9 @@ class Transport:
         if not data:
             self.lost("closed by the client")
             return
+        self._got(data)
+
+    def _got(self, data: bytes) -> None:
         try:
             self._take(data)
         except ProtocolViolation as exc:
@@ -272,79 +285,54 @@ class Transport:
         if self.inbuf is not None:
             self.inbuf += data
             buf = self.inbuf
-        end = len(buf)
-        pos = 0
-        while end - pos >= 2 and self.state is not CLOSED:
-            first, second = buf[pos], buf[pos + 1]
-            length = second & 0x7F
-            head = pos + 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length = int.from_bytes(buf[head : head + 2], "big")
-                head += 2
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length = int.from_bytes(buf[head : head + 8], "big")
-                head += 8
-            if not second & 0x80:
-                raise ProtocolViolation(1002, "a client frame must be masked")
-            if first & 0x70:
-                raise ProtocolViolation(1002, "reserved bits set, no extension was agreed")
-            if length > self.server.max_http_buffer_size:
-                raise self._too_large()
-            stop = head + 4 + length
-            if stop > end:
-                break
-            payload = unmask(buf[head + 4 : stop], buf[head : head + 4])
-            pos = stop
-            self._frame(first & 0x80, first & 0x0F, payload)
-        if pos == end:
+        frames, used = parse(buf, self.server.max_http_buffer_size)
+        if used == len(buf):
             self.inbuf = None
-        elif pos or self.inbuf is None:
-            self.inbuf = bytearray(buf[pos:])
+        elif used or self.inbuf is None:
+            self.inbuf = bytearray(buf[used:])
+        for fin, opcode, payload in frames:
+            if self.state is CLOSED:
+                return
+            self._frame(fin, opcode, payload)
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
         if opcode >= OP_CLOSE:
             if not fin or len(payload) > 125:
-                raise ProtocolViolation(1002, "a control frame must be final and short")
+                raise ProtocolViolation(PROTOCOL_ERROR, "a control frame must be final and short")
             if opcode == OP_CLOSE:
-                self._last_words(close_frame(1000))
+                self._last_words(close_frame(NORMAL))
                 self.lost("closed by the client (close frame)")
             elif opcode == OP_PING:
                 self.send_control(frame(OP_PONG, payload))
             elif opcode != OP_PONG:
-                raise ProtocolViolation(1002, f"unknown opcode {opcode}")
+                raise ProtocolViolation(PROTOCOL_ERROR, f"unknown opcode {opcode}")
             return
         if opcode == OP_CONTINUATION:
             if self.fragments is None:
-                raise ProtocolViolation(1002, "a continuation frame without a message")
-            self.fragments.append(payload)
-            if sum(map(len, self.fragments)) > self.server.max_http_buffer_size:
-                raise self._too_large()
+                raise ProtocolViolation(PROTOCOL_ERROR, "a continuation frame without a message")
+            self.fragments.add(payload)
             if not fin:
                 return
-            opcode, payload = self.fragments_opcode, b"".join(self.fragments)
+            opcode, payload = self.fragments.opcode, self.fragments.join()
             self.fragments = None
         elif opcode in (OP_TEXT, OP_BINARY):
             if self.fragments is not None:
-                raise ProtocolViolation(1002, "a new message inside a fragmented one")
+                raise ProtocolViolation(PROTOCOL_ERROR, "a new message inside a fragmented one")
             if not fin:
-                self.fragments, self.fragments_opcode = [payload], opcode
+                config = self.server.config
+                self.fragments = Fragments(
+                    opcode, payload, config.max_payload, config.max_fragments
+                )
                 return
         else:
-            raise ProtocolViolation(1002, f"unknown opcode {opcode}")
+            raise ProtocolViolation(PROTOCOL_ERROR, f"unknown opcode {opcode}")
         if opcode == OP_TEXT:
             try:
                 self._received(payload.decode("utf-8"))
             except UnicodeDecodeError:
-                raise ProtocolViolation(1007, "a text message that is not UTF-8") from None
+                raise ProtocolViolation(NOT_UTF8, "a text message that is not UTF-8") from None
         else:
             self._received(payload)
-
-    def _too_large(self) -> ProtocolViolation:
-        return ProtocolViolation(1009, f"message over {self.server.max_http_buffer_size} bytes")
 
     def _received(self, message: str | bytes) -> None:
         if self.pending is None:
@@ -358,8 +346,7 @@ class Transport:
 
     def refuse(self, violation: ProtocolViolation) -> None:
         """Close the websocket of a client that broke the protocol; nobody else notices."""
-        log.info("closing websocket %s: %s", self.session.sid, violation)
-        self.server.count_protocol_error()
+        self.server.refused("frame", self.session.sid, str(violation))
         self._last_words(close_frame(violation.code))
         self.lost(str(violation), self.server.reason.TRANSPORT_ERROR)
 
@@ -401,18 +388,16 @@ class Transport:
                 self.kick()
             return
         try:
-            pkt = eio_packet.Packet(encoded_packet=message)
-        except (ValueError, KeyError, IndexError, TypeError):
-            self.refuse(ProtocolViolation(1003, "not an Engine.IO packet"))
+            pkt = packets.decode(message)
+        except packets.BadPacket as exc:
+            self.refuse(ProtocolViolation(UNACCEPTABLE, f"not an Engine.IO packet ({exc})"))
             return
         try:
             session.receive(pkt)
         except eio_exceptions.UnknownPacketError:
-            pass  # as python-engineio does: ignored
+            self.refuse(ProtocolViolation(UNACCEPTABLE, "a packet a client may not send"))
         except eio_exceptions.SocketIsClosedError:
             self.lost("session closed")
-        except ValueError as exc:
-            self.refuse(ProtocolViolation(1003, str(exc)))
 
     def _upgrade_goes_on(self, message: str | bytes, expected: str, failure: str) -> bool:
         """Whether an upgrade from polling got the message it waits for; if not, it ends here."""
@@ -441,6 +426,8 @@ class Transport:
         """Send a control frame ahead of what is queued, never inside another frame."""
         if self.control is None:
             self.control = []
+        if len(self.control) + self.control_in_flight >= MAX_CONTROL:
+            raise ProtocolViolation(POLICY, f"more than {MAX_CONTROL} pings left unread")
         self.control.append(data)
         self.kick()
 
@@ -460,28 +447,33 @@ class Transport:
             eventlet.spawn_n(self._write, data[sent:])
 
     def _write(self, first: bytes) -> None:
-        """Write ``first``, then all that is queued, until nothing is; one write per round."""
+        """Write ``first``, then what is queued, until nothing is; one write per round."""
         queue = self.session.queue
         chunks = [first] if first else []
+        size = len(first)
         try:
             while self.state is not CLOSED:
                 if self.control:
                     chunks += self.control
+                    self.control_in_flight = len(self.control)
                     self.control = None
                 closing = False
                 if self.state is OPEN:
-                    while queue.qsize():
-                        item = queue.get(block=False)
-                        queue.task_done()
+                    while size < WRITE_ROUND and queue.qsize():
+                        item = queue.take()
                         if item is None:
                             closing = True
-                            chunks.append(close_frame(1000))
+                            chunks.append(close_frame(NORMAL))
                             break
-                        chunks.append(_encode(item))
+                        data = _encode(item)
+                        chunks.append(data)
+                        size += len(data)
                 if not chunks:
                     break
                 self.sock.sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                 chunks = []
+                size = 0
+                self.control_in_flight = 0
                 if closing:
                     self._close_socket()
         except OSError as exc:
@@ -490,14 +482,26 @@ class Transport:
             self.writing = False
 
 
+def frame_of(pkt: eio_packet.Packet) -> Frame:
+    """The websocket frame of an Engine.IO text packet, built once per packet object.
+
+    python-socketio sends one packet object to all the recipients of a broadcast;
+    server-to-client frames are not masked, so the bytes are the same for all.
+    """
+    data = pkt.__dict__.get("wsk_frame")
+    if data is None:
+        data = frame(OP_TEXT, pkt.encode().encode("utf-8"))
+        pkt.wsk_frame = data
+    return data
+
+
 def _encode(item: Any) -> bytes:
     """The frame of a queued item: a frame already, or a python-engineio packet."""
     if type(item) is Frame:
         return item
-    data = item.encode()
-    if isinstance(data, str):
-        return frame(OP_TEXT, data.encode("utf-8"))
-    return frame(OP_BINARY, data)
+    if item.binary:
+        return frame(OP_BINARY, item.data)
+    return frame_of(item)
 
 
 def _nothing(*args: Any) -> None:
