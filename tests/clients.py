@@ -75,10 +75,19 @@ class RecordingClient:
             self.disconnects.append(reason)
 
     def connect(
-        self, url: str, path: str = "/wsk", transport: str = "websocket", wait_timeout: float = 5
+        self,
+        url: str,
+        path: str = "/wsk",
+        transport: str = "websocket",
+        wait_timeout: float = 5,
+        auth: Any = None,
     ) -> RecordingClient:
         self.sio.connect(
-            url, socketio_path=path, transports=TRANSPORTS[transport], wait_timeout=wait_timeout
+            url,
+            socketio_path=path,
+            transports=TRANSPORTS[transport],
+            wait_timeout=wait_timeout,
+            auth=auth,
         )
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -25,12 +26,18 @@ pytestmark = pytest.mark.skipif(
 class NodeClient:
     """Runs tests/node/client.js and collects the JSON lines it prints."""
 
-    def __init__(self, url: str, transports: str, seconds: float = 30) -> None:
+    def __init__(
+        self, url: str, transports: str, seconds: float = 30, token: str | None = None
+    ) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "WSK_TEST_TOKEN"}
+        if token is not None:
+            env["WSK_TEST_TOKEN"] = token
         self.proc = subprocess.Popen(
             ["node", str(NODE_DIR / "client.js"), url, "/wsk", transports, str(seconds)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         self.lines: list[dict] = []
         self.reader = threading.Thread(target=self._read, daemon=True)

@@ -17,6 +17,7 @@ import eventlet
 
 from wsk import events
 from wsk.app import NodeApp
+from wsk.auth import Authenticator, load_key
 from wsk.config import Config
 from wsk.health import RedisMonitor
 from wsk.heartbeat import private_ipv4, run_heartbeat
@@ -39,7 +40,9 @@ class Node:
         self.metrics = Metrics()
         self.manager = ClusterManager(config.redis_url, config.channel, metrics=self.metrics)
         self.sio = SocketIOServer(config, self.metrics, client_manager=self.manager)
-        events.register(self.sio, config, self.metrics)
+        key = load_key(config.auth_jwt_key_file) if config.auth != "off" else None
+        self.authenticator = Authenticator(config.auth, key, config.anonymous_rooms or ())
+        events.register(self.sio, config, self.metrics, self.authenticator)
         self.monitor = RedisMonitor(config.redis_url, config.redis_url_for_logs, self.metrics)
         self.app = NodeApp(config, self.sio, self.monitor, self.metrics)
         self.host_ip = private_ipv4(urlsplit(config.redis_url).hostname)
@@ -55,7 +58,7 @@ class Node:
             (config.host, config.port), backlog=config.backlog, reuse_port=False
         )
         log.info(
-            "node %s (%s) serving Socket.IO at %s on %s:%d, Redis %s, channel %r",
+            "node %s (%s) serving Socket.IO at %s on %s:%d, Redis %s, channel %r, auth %s",
             config.node_name,
             self.host_ip,
             config.path,
@@ -63,6 +66,9 @@ class Node:
             config.port,
             config.redis_url_for_logs,
             config.channel,
+            config.auth
+            if config.auth == "off"
+            else f"{config.auth} ({self.authenticator.key.algorithm})",
         )
         self.monitor.check()
         eventlet.spawn(self.monitor.run)

@@ -2,6 +2,7 @@
 // Usage: node client.js URL PATH TRANSPORTS SECONDS
 // TRANSPORTS is websocket, polling or polling,websocket. Each connect is followed by
 // a whoami; every event received is printed; the process exits after SECONDS.
+// WSK_TEST_TOKEN, when set, is sent as the connect's auth: {token}.
 const readline = require("node:readline");
 const { io } = require("socket.io-client");
 
@@ -16,6 +17,7 @@ const socket = io(url, {
   randomizationFactor: 0,
   // keeps cookies in Node, so that the sticky-session cookie goes with every poll
   withCredentials: true,
+  ...(process.env.WSK_TEST_TOKEN ? { auth: { token: process.env.WSK_TEST_TOKEN } } : {}),
 });
 
 socket.on("connect", () => {
