@@ -50,6 +50,7 @@ CLIENT_OPTIONS = (
         "exit 1 after this many seconds without a connection (0: never)",
     ),
     Option("duration", options.seconds, 0.0, "exit 0 after this many seconds (0: run until ^C)"),
+    Option("token", options.text, None, "a JWT to connect with, sent as the auth {token}"),
     Option(
         "ca_file",
         _ca_file,
@@ -133,6 +134,7 @@ class Client:
         max_disconnected: float,
         duration: float,
         ca_file: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.url = url
         self.path = path
@@ -141,6 +143,7 @@ class Client:
         self.room = room
         self.max_disconnected = max_disconnected
         self.duration = duration
+        self.auth = {"token": token} if token else None
         self.disconnected_since = time.monotonic()
         self.connected = threading.Event()
         session = CaSession(ca_file) if ca_file else requests.Session()
@@ -149,6 +152,7 @@ class Client:
         )
         self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
+        self.sio.on("connect_error", self.on_connect_error)
         self.sio.on("*", self.on_event)
 
     def on_connect(self) -> None:
@@ -157,6 +161,10 @@ class Client:
         self.sio.emit("whoami", callback=lambda answer: say("whoami", _dump(answer)))
         if self.room:
             self.sio.emit("join", {"room": self.room}, callback=lambda a: say("join", _dump(a)))
+
+    def on_connect_error(self, data: Any = None) -> None:
+        message = data.get("message") if isinstance(data, dict) else data
+        say("refused:", message)
 
     def on_disconnect(self, reason: Any = None) -> None:
         self.connected.clear()
@@ -199,7 +207,11 @@ class Client:
         say("connecting to", self.url + self.path, "with", "+".join(self.transports))
         try:
             self.sio.connect(
-                self.url, socketio_path=self.path, transports=self.transports, retry=True
+                self.url,
+                socketio_path=self.path,
+                transports=self.transports,
+                auth=self.auth,
+                retry=True,
             )
         except socketio.exceptions.ConnectionError as exc:
             say("cannot connect:", exc)
