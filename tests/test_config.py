@@ -13,8 +13,17 @@ from wsk.transport.internals import TESTED
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = ROOT / "roles" / "socketio"
-# options the role writes from variables of their own (addresses, names, URL)
-WRITTEN_APART = {"host", "port", "node_name", "redis_url", "cors_origins"}
+# options the role writes from variables of their own (addresses, names, URL, the
+# installed key file, a list)
+WRITTEN_APART = {
+    "host",
+    "port",
+    "node_name",
+    "redis_url",
+    "cors_origins",
+    "auth_jwt_key_file",
+    "anonymous_rooms",
+}
 
 
 def role_yaml(path: str) -> dict:
