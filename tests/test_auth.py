@@ -386,3 +386,22 @@ def test_wsk_token_mints_what_it_is_told(keys):
     )
     assert done.returncode == 2
     assert "needs the PEM private key" in done.stderr
+
+
+def test_a_key_file_with_two_keys_takes_tokens_of_either_during_a_rotation(cluster, keys, tmp_path):
+    both = tmp_path / "rotating"
+    new_secret = os.urandom(32).hex()
+    # the new secret first (wsk-token signs with it), the old one after, and an RSA public key
+    both.write_text(f"{new_secret}\n{keys['secret'].read_text()}{keys['rsa-public'].read_text()}")
+    cluster.start(nodes=1, auth="required", auth_jwt_key_file=both)
+    old = cluster.client(auth={"token": wsk_token(keys["secret"], "old")})
+    new = cluster.client(auth={"token": wsk_token(both, "new")})
+    rs = cluster.client(auth={"token": wsk_token(keys["rsa-private"], "rs")})
+    assert [c.call("whoami")["user"] for c in (old, new, rs)] == ["old", "new", "rs"]
+    assert jwt.decode(wsk_token(both, "x"), new_secret.encode(), algorithms=["HS256"])["sub"] == "x"
+    stranger = jwt.encode(claims(), keys["other-secret"].read_text().strip(), algorithm="HS256")
+    assert refusal(cluster.haproxy.url, {"token": stranger}) == "unauthorized: bad signature"
+    # the public key as an HMAC secret is checked against the secrets alone, and fails
+    confused = forged_hs256(claims(), keys["rsa-public"].read_bytes())
+    assert refusal(cluster.haproxy.url, {"token": confused}) == "unauthorized: bad signature"
+    assert "auth required (3 keys: HS256, RS256)" in cluster.nodes[0].log()

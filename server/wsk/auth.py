@@ -1,15 +1,18 @@
 """Client tokens: who a client is, and which rooms it may join and publish into.
 
 A client passes a JWT in Socket.IO's connect ``auth``, as ``{"token": "..."}``.
-PyJWT checks it; wsk writes no cryptography of its own. The key file says which
-one algorithm is accepted, so that a token cannot pick its own:
+PyJWT checks it; wsk writes no cryptography of its own. Each key of the key file
+says which one algorithm it accepts, so that a token cannot pick its own:
 
 - a PEM public key: RS256 for an RSA key, ES256 for an EC P-256 key;
-- anything else: an HS256 shared secret (at least 32 bytes).
+- each other line: an HS256 shared secret (at least 32 bytes).
 
-``alg: none`` is never in that one-element list, and neither is HS256 beside a
-public key, which is the algorithm confusion where a token signed with the public
-key as an HMAC secret would pass. A token must carry ``sub`` (the user, shown in
+A token is checked against the keys of its algorithm only, one by one: ``alg:
+none`` matches no key, and an HS256 token is never checked against a public key,
+which is the algorithm confusion where a token signed with the public key as an
+HMAC secret would pass. Several keys let a key rotate without refusing the tokens
+signed with the one before (docs/security.md); the first is the one wsk-token
+signs with. A token must carry ``sub`` (the user, shown in
 the log and in ``whoami``) and ``exp``. Its ``rooms`` and ``publish`` claims are
 lists of shell-style patterns (``chat.*``); publishing to every client, without a
 room, needs the pattern ``"*"`` itself in ``publish``.
@@ -17,6 +20,7 @@ room, needs the pattern ``"*"`` itself in ``publish``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,20 +103,49 @@ class Key:
     signing: Any = None
 
 
+_PEM = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.S)
+
+
+def load_keys(path: str | Path) -> tuple[Key, ...]:
+    """The keys of a key file, for the nodes: PEM public keys and HS256 secrets, in order."""
+    return tuple(_key(kind, data, private=False) for kind, data in _entries(path))
+
+
 def load_key(path: str | Path, private: bool = False) -> Key:
-    """Read a key file: a PEM key (public for the nodes, private to mint) or an HS256 secret."""
+    """The first key of a key file: the one wsk-token signs with (``private``)."""
+    kind, data = _entries(path)[0]
+    return _key(kind, data, private)
+
+
+def _entries(path: str | Path) -> list[tuple[str, bytes]]:
+    """The file's PEM blocks and secret lines, in the order they come."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise BadKey(f"cannot read {path} ({exc.strerror})") from None
-    if b"-----BEGIN" in data:
+    entries: list[tuple[str, bytes]] = []
+    done = 0
+    for block in [*_PEM.finditer(data), None]:
+        between = data[done : block.start() if block else len(data)]
+        entries += [("secret", line.strip()) for line in between.splitlines() if line.strip()]
+        if block:
+            entries.append(("pem", block[0]))
+            done = block.end()
+    if not entries:
+        raise BadKey(f"{path} holds no key")
+    return entries
+
+
+def _key(kind: str, data: bytes, private: bool) -> Key:
+    if kind == "pem":
         return _pem_key(data, private)
-    secret = data.strip()
-    if len(secret) < MIN_SECRET_BYTES:
+    if data.startswith(b"-----"):
+        raise BadKey("a PEM block in it does not end")
+    if len(data) < MIN_SECRET_BYTES:
         raise BadKey(
-            f"an HS256 secret needs at least {MIN_SECRET_BYTES} bytes, this one has {len(secret)}"
+            f"an HS256 secret needs at least {MIN_SECRET_BYTES} bytes, one has {len(data)}"
         )
-    return Key("HS256", secret, secret)
+    return Key("HS256", data, data)
 
 
 def _pem_key(data: bytes, private: bool) -> Key:
@@ -149,13 +182,16 @@ def _algorithm(public: Any) -> str:
 class Authenticator:
     """Turns a connect's ``auth`` into a Grant, or refuses it."""
 
-    def __init__(self, mode: str, key: Key | None, anonymous_rooms: Sequence[str] = ()) -> None:
+    def __init__(
+        self, mode: str, keys: Sequence[Key] = (), anonymous_rooms: Sequence[str] = ()
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"auth mode {mode!r}")
-        if mode != "off" and key is None:
+        if mode != "off" and not keys:
             raise ValueError("a key is needed unless auth is off")
         self.mode = mode
-        self.key = key
+        self.keys = tuple(keys)
+        self.algorithms = sorted({key.algorithm for key in self.keys})
         self.anonymous = Grant(None, tuple(anonymous_rooms), tuple(anonymous_rooms))
 
     def grant(self, auth: Any) -> Grant:
@@ -170,19 +206,41 @@ class Authenticator:
         return self.verify(token)
 
     def verify(self, token: str) -> Grant:
-        assert self.key is not None
+        """The grant of a token that one of the keys of its algorithm signed."""
         try:
-            claims = jwt.decode(
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.DecodeError:
+            raise Unauthorized("malformed", "malformed token") from None
+        candidates = [key for key in self.keys if key.algorithm == algorithm]
+        if not candidates:
+            raise Unauthorized("algorithm", "algorithm not allowed")
+        for key in candidates:
+            try:
+                claims = self._decode(token, key)
+            except jwt.InvalidSignatureError:
+                continue  # perhaps the next key's, during a rotation
+            return Grant(
+                user=_claim_text(claims, "sub"),
+                rooms=_claim_patterns(claims, "rooms"),
+                publish=_claim_patterns(claims, "publish"),
+            )
+        raise Unauthorized("bad_signature", "bad signature")
+
+    @staticmethod
+    def _decode(token: str, key: Key) -> dict[str, Any]:
+        """The claims if ``key`` signed ``token`` and they hold; InvalidSignatureError if not."""
+        try:
+            return jwt.decode(
                 token,
-                self.key.verifying,
-                algorithms=[self.key.algorithm],
+                key.verifying,
+                algorithms=[key.algorithm],
                 options={"require": ["exp", "sub"]},
                 leeway=LEEWAY,
             )
+        except jwt.InvalidSignatureError:
+            raise
         except jwt.ExpiredSignatureError:
             raise Unauthorized("expired", "token expired") from None
-        except jwt.InvalidSignatureError:
-            raise Unauthorized("bad_signature", "bad signature") from None
         except jwt.InvalidAlgorithmError:
             raise Unauthorized("algorithm", "algorithm not allowed") from None
         except jwt.MissingRequiredClaimError as exc:
@@ -193,11 +251,6 @@ class Authenticator:
             raise Unauthorized("malformed", "malformed token") from None
         except jwt.InvalidTokenError as exc:
             raise Unauthorized("invalid", f"invalid token ({str(exc)[:80]})") from None
-        return Grant(
-            user=_claim_text(claims, "sub"),
-            rooms=_claim_patterns(claims, "rooms"),
-            publish=_claim_patterns(claims, "publish"),
-        )
 
 
 def _claim_text(claims: Mapping[str, Any], name: str) -> str:

@@ -22,10 +22,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _key_file(raw: str) -> str:
-    """A key file wsk-server can verify tokens with (``wsk.auth.load_key``)."""
+    """A key file wsk-server can verify tokens with (``wsk.auth.load_keys``)."""
     path = options.text(raw)
     try:
-        auth.load_key(path)
+        auth.load_keys(path)
     except auth.BadKey as exc:
         raise OptionError(str(exc)) from None
     return path

@@ -17,7 +17,7 @@ import eventlet
 
 from wsk import events
 from wsk.app import NodeApp
-from wsk.auth import Authenticator, load_key
+from wsk.auth import Authenticator, load_keys
 from wsk.config import Config
 from wsk.health import RedisMonitor
 from wsk.heartbeat import private_ipv4, run_heartbeat
@@ -40,8 +40,8 @@ class Node:
         self.metrics = Metrics()
         self.manager = ClusterManager(config.redis_url, config.channel, metrics=self.metrics)
         self.sio = SocketIOServer(config, self.metrics, client_manager=self.manager)
-        key = load_key(config.auth_jwt_key_file) if config.auth != "off" else None
-        self.authenticator = Authenticator(config.auth, key, config.anonymous_rooms or ())
+        keys = load_keys(config.auth_jwt_key_file) if config.auth != "off" else ()
+        self.authenticator = Authenticator(config.auth, keys, config.anonymous_rooms or ())
         events.register(self.sio, config, self.metrics, self.authenticator)
         self.monitor = RedisMonitor(config.redis_url, config.redis_url_for_logs, self.metrics)
         self.app = NodeApp(config, self.sio, self.monitor, self.metrics)
@@ -68,7 +68,8 @@ class Node:
             config.channel,
             config.auth
             if config.auth == "off"
-            else f"{config.auth} ({self.authenticator.key.algorithm})",
+            else f"{config.auth} ({len(self.authenticator.keys)} keys: "
+            f"{', '.join(self.authenticator.algorithms)})",
         )
         self.monitor.check()
         eventlet.spawn(self.monitor.run)
