@@ -2,7 +2,8 @@
 # Throwaway TLS material for the demo cluster, made with the openssl CLI:
 # a CA of its own, HAProxy's server certificate (for 127.0.0.1, localhost and
 # lb1) and Redis's (for redis1, the name the nodes reach it by). Nothing here
-# is trusted anywhere but by the clients told to trust this CA.
+# is trusted anywhere but by the clients told to trust this CA. Also the HS256
+# secret the demo's nodes check client tokens with (jwt.key, for wsk-token).
 #
 #   scripts/demo-certificates.sh [DIR]     (default .demo-tls)
 #
@@ -24,11 +25,15 @@ valid() {
         openssl x509 -checkend 604800 -noout -in redis.crt >/dev/null
 }
 
+umask 077
+if [ ! -s jwt.key ]; then
+    openssl rand -hex 32 >jwt.key
+fi
+
 if valid; then
     exit 0
 fi
 
-umask 077
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 
 # sign NAME SUBJECT SAN: NAME.key and NAME.crt, signed by the CA

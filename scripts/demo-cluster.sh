@@ -43,6 +43,9 @@ Connect a client over TLS that prints every event (okok heartbeats arrive every 
   $venv/bin/wsk-client https://127.0.0.1:$https_port --ca-file $ca --path /wsk --transport both
 or in plain HTTP:
   $venv/bin/wsk-client http://127.0.0.1:$http_port --path /wsk --transport both
+Tokens are optional here (--auth optional, every room open without one); with one:
+  $venv/bin/wsk-client https://127.0.0.1:$https_port --ca-file $ca --room chat.demo \\
+      --token "\$($venv/bin/wsk-token --auth-jwt-key-file $PWD/.demo-tls/jwt.key --sub you --rooms 'chat.*' --publish 'chat.*')"
 Deploy again after a change:   $venv/bin/ansible-playbook playbooks/site.yml
 Operate a node:                docker exec app1 systemctl status 'wsk@*'
 Remove it:                     make destroy
