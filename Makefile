@@ -21,14 +21,15 @@ help:
 os-packages:
 	scripts/install-os-packages.sh $(OS_PACKAGES) $(VENV_PACKAGE)
 
-$(BIN)/wsk-server: pyproject.toml | os-packages
+# every package at the version the suite tested (constraints.txt, scripts/lock.sh)
+$(BIN)/wsk-server: pyproject.toml constraints.txt | os-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,bench]'
 	@touch $@
 
-$(BIN)/molecule: requirements-dev.txt | $(BIN)/wsk-server
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+$(BIN)/molecule: requirements-dev.txt constraints.txt | $(BIN)/wsk-server
+	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt
 	@touch $@
 
 NODE_MODULES := tests/node/node_modules/.package-lock.json bench/node/node_modules/.package-lock.json

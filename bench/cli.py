@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine, report
-from bench.procs import NODE_DIR, ROOT, BenchError, RedisServer, require
+from bench.procs import FAILURES, NODE_DIR, ROOT, BenchError, RedisServer, require
 from bench.profile import summarize
 from bench.settings import MODES, Settings
 from bench.workers import background_cores
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes: list[str] = []
     try:
         check_tools()
-    except BenchError as exc:
+    except FAILURES as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     raise_descriptor_limit(notes)
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_profile and settings.profile_seconds > 0 and results["w1"]:
             run_profile(run, results, args.out, args.label)
         ok = True
-    except BenchError as exc:
+    except FAILURES as exc:
         print(f"bench: {exc}\nlogs in {workdir}", file=sys.stderr)
         return 1
     finally:

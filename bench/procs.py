@@ -6,29 +6,36 @@ of its own and stopped by its own id.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import resource
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-LOOPBACK = "127.0.0.1"
+from testkit import haproxy
+from testkit.procs import (  # noqa: F401 - the benchmark's modules import these from here
+    CLOCK_TICKS,
+    LOOPBACK,
+    Missing,
+    Process,
+    RedisServer,
+    TimedOut,
+    Usage,
+    accepts,
+    free_port,
+    require,
+    usage,
+    wait_until,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = Path(__file__).resolve().parent / "node"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 STACKS = ("wsk", "node")
 # a line of a node's log that says something went wrong
 PROBLEM = re.compile(r"ERROR|CRITICAL|Traceback|[Ee]rror:|Cannot |^redis: ")
@@ -38,38 +45,8 @@ class BenchError(RuntimeError):
     """Something the benchmark needs is missing or broke."""
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something true; raise after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def require(program: str) -> str:
-    """The path of ``program``; BenchError when it is not installed."""
-    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin")
-    if path is None:
-        raise BenchError(f"{program} is not installed")
-    return path
-
-
-def listening(port: int) -> bool:
-    """True when something accepts TCP connections on the loopback ``port``."""
-    with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.5):
-        return True
-    return False
+# what the shared process helpers raise, which the benchmark reports as its own errors
+FAILURES = (BenchError, TimedOut, Missing)
 
 
 def get_json(url: str, timeout: float = 5) -> tuple[int, dict[str, Any]]:
@@ -81,92 +58,6 @@ def get_json(url: str, timeout: float = 5) -> tuple[int, dict[str, Any]]:
         return exc.code, {}
     except (OSError, ValueError):
         return 0, {}
-
-
-@dataclass
-class Usage:
-    """CPU seconds and resident memory of one process at one moment."""
-
-    cpu: float
-    rss: int
-
-
-def usage(pid: int) -> Usage:
-    """CPU seconds used so far (user + system) and RSS in bytes of process ``pid``."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    with open(f"/proc/{pid}/statm") as statm:
-        rss_pages = int(statm.read().split()[1])
-    return Usage(cpu=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS, rss=rss_pages * PAGE_SIZE)
-
-
-class Process:
-    """A child process whose output goes to a log file."""
-
-    def __init__(self, name: str, workdir: Path) -> None:
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603
-                argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def usage(self) -> Usage:
-        return usage(self.pid)
-
-    def stop(self, timeout: float = 10) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log_tail(self, size: int = 2000) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-size:]
-
-
-class RedisServer(Process):
-    """One redis-server without persistence, shared by both stacks."""
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__("redis", workdir)
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        argv = [require("redis-server"), "--bind", LOOPBACK, "--port", str(self.port)]
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-        self.spawn(argv)
-        wait_until(self.answers, 10, "redis-server to answer")
-        return self
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
 
 
 @dataclass(frozen=True)
@@ -238,7 +129,7 @@ class ServerNode(Process):
                 raise BenchError(f"{self.name} exited:\n{self.log_tail()}")
             return self.health()[0] == 200
 
-        wait_until(healthy, 20, f"{self.name} to be healthy")
+        wait_until(healthy, 20, what=f"{self.name} to be healthy")
 
     def health(self) -> tuple[int, dict[str, Any]]:
         return get_json(self.url + "/healthz")
@@ -246,36 +137,6 @@ class ServerNode(Process):
     def clients(self) -> int:
         """How many Engine.IO sessions the node holds, by its own /healthz."""
         return int(self.health()[1].get("clients", -1))
-
-
-HAPROXY_CONFIG = """\
-global
-    # each proxied connection takes two descriptors of the {fd_limit} a process may have
-    maxconn {maxconn}
-
-defaults
-    mode http
-    maxconn {maxconn}
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout tunnel 1h
-    option redispatch
-    retries 3
-
-frontend public
-    bind {bind}
-    http-request deny deny_status 404 unless {{ path /wsk }} || {{ path_beg /wsk/ }}
-    default_backend nodes
-
-backend nodes
-    balance leastconn
-    option httpchk GET /healthz
-    http-check expect status 200
-    http-request replace-path ^/wsk/?(.*) /\\1
-    cookie {cookie} insert indirect nocache httponly
-{servers}
-"""
 
 
 class HAProxy:
@@ -297,17 +158,14 @@ class HAProxy:
             Process(f"haproxy-{nodes[0].stack}-{i}", workdir) for i in range(processes)
         ]
         self.nodes = nodes
-        servers = "".join(
-            f"    server {node.node_name} {LOOPBACK}:{node.port} check inter 1s "
-            f"fall 2 rise 2 cookie {node.node_name}\n"
-            for node in nodes
-        )
-        self.config_text = HAPROXY_CONFIG.format(
-            fd_limit=descriptor_limit()[1],
-            maxconn=maxconn,
-            bind=f"{LOOPBACK}:{self.port}",
+        servers = [haproxy.Server(node.node_name, LOOPBACK, node.port) for node in nodes]
+        self.config_text = haproxy.config(
+            f"{LOOPBACK}:{self.port}",
+            servers,
             cookie=self.COOKIE,
-            servers=servers,
+            maxconn=maxconn,
+            connect_timeout="5s",
+            check="inter 1s fall 2 rise 2",
         )
         self.config_path.write_text(self.config_text)
 
@@ -329,8 +187,8 @@ class HAProxy:
             raise BenchError(f"haproxy refused its configuration: {check.stdout}{check.stderr}")
         for process in self.processes:
             process.spawn([haproxy, "-db", "-f", str(self.config_path)])
-        wait_until(lambda: listening(self.port), 10, "haproxy to listen")
-        wait_until(self.routes_to_every_node, 20, "haproxy to see every node up")
+        wait_until(lambda: accepts(self.port), 10, what="haproxy to listen")
+        wait_until(self.routes_to_every_node, 20, what="haproxy to see every node up")
         return self
 
     def routes_to_every_node(self) -> bool:

@@ -30,37 +30,16 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     >"$state/redis.log" 2>&1 &
 echo $! >"$state/redis.pid"
 
-servers=""
+servers=()
 for port in "${node_ports[@]}"; do
     "$bin/wsk-server" --host 127.0.0.1 --port "$port" --redis-url "redis://127.0.0.1:$redis_port/0" \
         --heartbeat-interval 5 --heartbeat-jitter 2 >"$state/node-$port.log" 2>&1 &
     echo $! >"$state/node-$port.pid"
-    servers+="    server node-$port 127.0.0.1:$port check inter 1s cookie node-$port"$'\n'
+    servers+=(--server "node-$port=127.0.0.1:$port")
 done
 
-cat >"$state/haproxy.cfg" <<CFG
-global
-    maxconn 4000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 1h
-    option redispatch
-    retries 3
-frontend public
-    bind 127.0.0.1:$http_port
-    http-request deny deny_status 404 unless { path /wsk } || { path_beg /wsk/ }
-    default_backend wsk
-backend wsk
-    balance leastconn
-    option httpchk GET /healthz
-    http-check expect status 200
-    http-request replace-path ^/wsk/?(.*) /\1
-    cookie WSKID insert indirect nocache httponly
-$servers
-CFG
+# the same configuration as the tests' cluster (testkit/haproxy.py)
+"$bin/python" -m testkit.haproxy --bind "127.0.0.1:$http_port" "${servers[@]}" >"$state/haproxy.cfg"
 haproxy -c -q -f "$state/haproxy.cfg"
 haproxy -db -f "$state/haproxy.cfg" >"$state/haproxy.log" 2>&1 &
 echo $! >"$state/haproxy.pid"

@@ -1,106 +1,31 @@
-"""Real processes for the tests: redis-server, wsk-server and haproxy on free loopback ports."""
+"""The tests' processes: wsk-server nodes and their HAProxy, on testkit's shared parts."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import resource
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import redis
 import requests
 
+from testkit import haproxy
+from testkit.procs import (  # noqa: F401 - the tests import these from here
+    LOOPBACK,
+    Process,
+    RedisServer,
+    accepts,
+    free_port,
+    make_certificates,
+    require,
+    wait_until,
+)
+
 BIN = Path(sys.executable).parent
-LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def accepts(port: int) -> bool:
-    """Whether something accepts TCP connections on the loopback port."""
-    with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.5):
-        return True
-    return False
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def require(program: str) -> str:
-    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin")
-    if path is None:
-        raise RuntimeError(f"{program} is not installed: run 'make test', which installs it")
-    return path
-
-
-class Process:
-    """A child process whose output goes to a log file kept for failed tests."""
-
-    def __init__(self, name: str, workdir: Path) -> None:
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def spawn(
-        self, argv: list[str], env: dict[str, str] | None = None, open_files: int | None = None
-    ) -> None:
-        """Start ``argv``; ``open_files`` caps its descriptors (soft and hard limit)."""
-
-        def limit() -> None:
-            if open_files is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
-
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=limit,
-            )
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def stop(self, timeout: float = 15) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def metric_in(text: str, name: str, default: float | None = None, **labels: str) -> float:
@@ -146,100 +71,6 @@ class RedisTap:
 
     def __exit__(self, *exc: object) -> None:
         self.pubsub.close()
-
-
-class RedisServer(Process):
-    def __init__(self, workdir: Path, password: str | None = None, tls: bool = False) -> None:
-        super().__init__("redis", workdir)
-        self.port = free_port()
-        self.password = password
-        self.tls_dir = workdir / "redis-tls" if tls else None
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        if self.tls_dir:
-            ca = self.tls_dir / "ca.crt"
-            return f"rediss://{auth}{LOOPBACK}:{self.port}/0?ssl_ca_certs={ca}"
-        return f"redis://{auth}{LOOPBACK}:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        argv = [require("redis-server"), "--bind", LOOPBACK]
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-        if self.tls_dir:
-            make_certificates(self.tls_dir)
-            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
-            argv += ["--tls-cert-file", str(self.tls_dir / "server.crt")]
-            argv += ["--tls-key-file", str(self.tls_dir / "server.key")]
-            argv += ["--tls-ca-cert-file", str(self.tls_dir / "ca.crt")]
-        else:
-            argv += ["--port", str(self.port)]
-        if self.password:
-            argv += ["--requirepass", self.password]
-        self.spawn(argv)
-        wait_until(self.answers, 10, what="redis-server to answer")
-        return self
-
-    def answers(self) -> bool:
-        if self.tls_dir:
-            return self.listening()
-        try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
-                if self.password:
-                    sock.sendall(f"AUTH {self.password}\r\n".encode())
-                    sock.recv(64)
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def listening(self) -> bool:
-        return accepts(self.port)
-
-
-def make_certificates(directory: Path) -> None:
-    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
-    if (directory / "server.crt").exists():
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    openssl = require("openssl")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
-
-    key = ["-newkey", "rsa:2048", "-nodes"]
-    run(
-        "req",
-        "-x509",
-        *key,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=wsk test CA",
-    )
-    run("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={LOOPBACK}")
-    (directory / "san.ext").write_text(f"subjectAltName=IP:{LOOPBACK}\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-    )
 
 
 class WskNode(Process):
@@ -294,34 +125,6 @@ class WskNode(Process):
         self.signal(signal.SIGTERM)
 
 
-HAPROXY_CONFIG = """\
-global
-    # each proxied connection takes two descriptors; these machines allow 20000
-    maxconn 9000
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout tunnel 1h
-    option redispatch
-    retries 3
-
-frontend public
-    bind {bind}
-    http-request deny deny_status 404 unless {{ path /wsk }} || {{ path_beg /wsk/ }}
-    default_backend wsk
-
-backend wsk
-    balance {balance}
-    option httpchk GET /healthz
-    http-check expect status 200
-    http-request replace-path ^/wsk/?(.*) /\\1
-{cookie}{servers}
-"""
-
-
 class HAProxy(Process):
     """HAProxy in front of the nodes, with the /wsk -> / rewrite and, when sticky, a cookie."""
 
@@ -331,19 +134,14 @@ class HAProxy(Process):
         super().__init__("haproxy", workdir)
         self.port = free_port()
         self.config_path = workdir / "haproxy.cfg"
-        cookie = f"    cookie {self.COOKIE} insert indirect nocache httponly\n" if sticky else ""
-        servers = "".join(
-            f"    server {node.name} {LOOPBACK}:{node.port} check inter 300ms fall 2 rise 2"
-            + (f" cookie {node.name}" if sticky else "")
-            + "\n"
-            for node in nodes
-        )
+        servers = [haproxy.Server(node.name, LOOPBACK, node.port) for node in nodes]
         self.config_path.write_text(
-            HAPROXY_CONFIG.format(
-                bind=f"{LOOPBACK}:{self.port}",
+            haproxy.config(
+                f"{LOOPBACK}:{self.port}",
+                servers,
+                sticky=sticky,
+                cookie=self.COOKIE,
                 balance="leastconn" if sticky else "roundrobin",
-                cookie=cookie,
-                servers=servers,
             )
         )
 
@@ -352,12 +150,12 @@ class HAProxy(Process):
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> HAProxy:
-        haproxy = require("haproxy")
+        binary = require("haproxy")
         check = subprocess.run(
-            [haproxy, "-c", "-f", str(self.config_path)], capture_output=True, text=True
+            [binary, "-c", "-f", str(self.config_path)], capture_output=True, text=True
         )
         assert check.returncode == 0, check.stdout + check.stderr
-        self.spawn([haproxy, "-db", "-f", str(self.config_path)])
+        self.spawn([binary, "-db", "-f", str(self.config_path)])
         wait_until(self.listening, 10, what="haproxy to listen")
         return self
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from wsk.config import SERVER_OPTIONS, Config, defaults
-from wsk.transport.internals import TESTED
+from wsk.transport.versions import TESTED
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = ROOT / "roles" / "socketio"
@@ -94,3 +94,42 @@ def test_a_config_made_in_code_has_the_same_defaults_as_one_from_the_command_lin
     loaded = load_config([], {})
     made = Config(node_name=loaded.node_name)
     assert loaded == made
+
+
+def test_every_package_of_the_virtualenv_is_pinned_as_installed():
+    """constraints.txt (scripts/lock.sh) is what make and the wheelhouse install."""
+    from importlib.metadata import distributions
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    installed = {
+        re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower(): dist.version
+        for dist in distributions()
+    }
+    unpinned = {
+        name: version
+        for name, version in installed.items()
+        if name not in {"pip", "setuptools", "wheel", "wsk"} and pins.get(name) != version
+    }
+    assert unpinned == {}, "run scripts/lock.sh: these are not pinned as installed"
+
+
+def test_a_library_outside_the_tested_versions_stops_the_node_with_one_line():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import wsk.transport.versions as versions\n"
+        "versions.TESTED['eventlet'] = ('0.1', '0.2')\n"
+        "from wsk.cli.server import main\n"
+        "sys.exit(main(['--port', '1']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith("wsk-server: error: eventlet ")
+    assert result.stderr.splitlines()[-1].endswith("wsk is tested with eventlet>=0.1,<0.2")
+    assert "Traceback" not in result.stderr

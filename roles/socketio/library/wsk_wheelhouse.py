@@ -45,6 +45,11 @@ options:
     type: list
     elements: str
     default: []
+  constraints:
+    description:
+      - A pip constraints file (C(name==version) lines) that the dependencies must satisfy, such as the
+        project's C(constraints.txt). Its content is part of the wheelhouse's key. Empty for none.
+    type: path
 """
 
 RETURN = r"""
@@ -173,6 +178,7 @@ def main() -> None:
             "glibc": {"type": "str", "required": True},
             "pip_python": {"type": "path"},
             "pip_extra_args": {"type": "list", "elements": "str", "default": []},
+            "constraints": {"type": "path"},
         },
         supports_check_mode=False,
     )
@@ -192,6 +198,13 @@ def main() -> None:
     pyver = markers["python_full_version"]
     nodot = markers["python_version"].replace(".", "")
     target = json.dumps(markers, sort_keys=True)
+    constraints = params["constraints"]
+    if constraints and not os.path.isfile(constraints):
+        module.fail_json(msg=f"no constraints file {constraints}")
+    pinned = ""
+    if constraints:
+        with open(constraints, encoding="utf-8") as stream:
+            pinned = stream.read()
     changed = False
     os.makedirs(params["cache_dir"], exist_ok=True)
 
@@ -208,7 +221,7 @@ def main() -> None:
         wheel = next(n for n in os.listdir(built_dir) if n.endswith(".whl"))
         built = os.path.join(built_dir, wheel)
         name, version, requires = wheel_metadata(built)
-        inputs = "\n".join([*requires, target, params["glibc"]])
+        inputs = "\n".join([*requires, target, params["glibc"], pinned])
         inputs_hash = hashlib.sha256(inputs.encode()).hexdigest()[:12]
         key = f"{name}-{version}-py{pyver}-{markers['platform_machine']}-{inputs_hash}"
         path = os.path.join(params["cache_dir"], key)
@@ -237,6 +250,7 @@ def main() -> None:
                     "--abi",
                     f"cp{nodot}",
                     *platform_args,
+                    *(["--constraint", constraints] if constraints else []),
                     *params["pip_extra_args"],
                     built,
                 ],

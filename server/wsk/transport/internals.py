@@ -8,8 +8,8 @@ wsk sees are the named hooks of ``EngineIOHooks`` and ``SocketIOHooks`` and the
 functions below.
 
 At import, the installed versions of the three libraries are checked against
-the range wsk's test suite has run (``TESTED``, the same bounds as
-pyproject.toml's). Outside it, the import fails with one line saying what is
+the range wsk's test suite has run (``wsk.transport.versions.TESTED``, the same
+bounds as pyproject.toml's). Outside it, the import fails with one line saying what is
 installed and what is needed: an upgrade then fails at start, loudly, instead
 of at the first client that takes a changed path.
 
@@ -64,9 +64,7 @@ eventlet
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import engineio
@@ -75,37 +73,9 @@ import socketio
 from engineio.socket import Socket
 from eventlet.hubs import get_hub
 
-# distribution: (lowest version tested, first version not tested)
-TESTED = {
-    "python-engineio": ("4.15", "4.16"),
-    "python-socketio": ("5.18", "5.19"),
-    "eventlet": ("0.40", "0.42"),
-}
+from wsk.transport.versions import UnsupportedVersion, check_versions
 
-
-class UnsupportedVersion(ImportError):
-    """An installed library is outside the versions wsk was tested with."""
-
-
-def _release(text: str) -> tuple[int, ...]:
-    """The leading release numbers of a version string: "4.15.1" -> (4, 15, 1)."""
-    return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
-
-
-def check_versions(tested: dict[str, tuple[str, str]] = TESTED) -> None:
-    """Raise UnsupportedVersion, with one line, when a library is outside ``tested``."""
-    for name, (lowest, beyond) in tested.items():
-        try:
-            installed = version(name)
-        except PackageNotFoundError:
-            raise UnsupportedVersion(
-                f"{name} is not installed (wsk needs {name}>={lowest},<{beyond})"
-            ) from None
-        if not _release(lowest) <= _release(installed) < _release(beyond):
-            raise UnsupportedVersion(
-                f"{name} {installed} is installed; wsk is tested with {name}>={lowest},<{beyond}"
-            )
-
+__all__ = ["UnsupportedVersion"]
 
 check_versions()
 
