@@ -30,6 +30,10 @@ def wsk_token(*arguments: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def demo_secret() -> bytes:
+    return Path(KEY_FILE).read_text().strip().encode()
+
+
 def connect(auth) -> tuple[socketio.Client, list]:
     client = socketio.Client(reconnection=False, http_session=CaSession(CA_FILE))
     errors: list = []
@@ -59,14 +63,21 @@ def test_a_token_from_wsk_token_names_its_user_and_limits_its_rooms():
 @pytest.mark.parametrize(
     ("token", "reason"),
     [
-        (lambda: jwt.encode({"sub": "x", "exp": 1}, "a" * 40, algorithm="HS256"), "token expired"),
+        (
+            lambda: jwt.encode({"sub": "x", "exp": 1}, demo_secret(), algorithm="HS256"),
+            "token expired",
+        ),
+        (
+            lambda: jwt.encode({"sub": "x", "exp": 4102444800}, "a" * 40, algorithm="HS256"),
+            "bad signature",
+        ),
         (lambda: "not.a.token", "malformed token"),
         (
             lambda: jwt.encode({"sub": "x", "exp": 4102444800}, None, algorithm="none"),
             "algorithm not allowed",
         ),
     ],
-    ids=["expired", "malformed", "alg-none"],
+    ids=["expired", "bad-signature", "malformed", "alg-none"],
 )
 def test_a_bad_token_is_refused_even_where_anonymous_clients_may_go(token, reason):
     client, errors = connect({"token": token()})
