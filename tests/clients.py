@@ -6,45 +6,25 @@ import threading
 import time
 from typing import Any
 
-import engineio
-import socketio
-
 from processes import wait_until
+from wsk.client import Client
 
 TRANSPORTS = {"websocket": ["websocket"], "polling": ["polling"], "both": ["polling", "websocket"]}
 
 
-class InOrderEngineIOClient(engineio.Client):
-    """python-engineio's client, handling each message it receives in its read loop.
+class RecordingClient:
+    """Connects, records every event with its arguments, and answers waits on them.
 
-    python-engineio's own (4.x, ``Client._receive_packet``) starts a new thread for
-    every message it receives. Many clients in one process then fall behind under a
-    burst: the test process held all of them, 27 clients got 400 broadcasts each
-    (10,800 threads in a few seconds), their pongs came later than the tests' 3 s
-    ping timeout, the nodes dropped them, and what was broadcast while they
-    reconnected was missed (issue 14). Threads also hand events to the application
-    in any order. Here a message is handled where it is read: in order, and at the
-    cost of one call. A handler must therefore not wait for the server (``call``).
+    Its client is wsk's (``wsk.client.Client``): python-socketio's, handling each
+    message on its read loop in order, and recovering its session. With
+    python-socketio's own, every received message starts a thread; 27 clients in
+    one process that got 400 broadcasts each (10,800 threads in a few seconds)
+    fell more than the tests' 3 s ping timeout behind, the nodes dropped them, and
+    what was broadcast while they reconnected was missed (issue 14).
     """
 
-    def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
-        if event == "message":
-            kwargs["run_async"] = False
-        return super()._trigger_event(event, *args, **kwargs)
-
-
-class InOrderClient(socketio.Client):
-    """python-socketio's client over ``InOrderEngineIOClient``."""
-
-    def _engineio_client_class(self) -> type[engineio.Client]:
-        return InOrderEngineIOClient
-
-
-class RecordingClient:
-    """Connects, records every event with its arguments, and answers waits on them."""
-
     def __init__(self, reconnection: bool = True) -> None:
-        self.sio = InOrderClient(
+        self.sio = Client(
             reconnection=reconnection,
             reconnection_delay=0.2,
             reconnection_delay_max=1,

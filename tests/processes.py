@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import redis
@@ -45,32 +43,26 @@ def metric_in(text: str, name: str, default: float | None = None, **labels: str)
     raise AssertionError(f"{wanted} not in metrics")
 
 
-class RedisTap:
-    """Records what crosses a Redis pub/sub channel while it is open (a context manager)."""
+class StreamTap:
+    """Counts what was appended to a cluster's Redis stream while it is open (a context manager)."""
 
-    def __init__(self, url: str, channel: str) -> None:
-        self.pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
-        self.channel = channel
-        self.messages: list[bytes] = []
-        self.thread = threading.Thread(target=self._listen, daemon=True)
+    def __init__(self, url: str, cluster: str = "wsk") -> None:
+        self.client = redis.Redis.from_url(url)
+        self.key = f"{cluster}:stream"
+        self.start = "0-0"
 
-    def __enter__(self) -> RedisTap:
-        self.pubsub.subscribe(self.channel)
-        self.pubsub.get_message(timeout=5)  # the subscription's confirmation
-        self.thread.start()
+    def __enter__(self) -> StreamTap:
+        last = self.client.xrevrange(self.key, count=1)
+        self.start = last[0][0].decode() if last else "0-0"
         return self
 
-    def _listen(self) -> None:
-        with contextlib.suppress(Exception):  # ends when __exit__ closes the connection
-            for message in self.pubsub.listen():
-                self.messages.append(message["data"])
-
     def count(self, marker: str) -> int:
-        """How many messages so far contain ``marker``."""
-        return sum(marker.encode() in data for data in list(self.messages))
+        """How many entries appended since it opened contain ``marker``."""
+        entries = self.client.xrange(self.key, min=f"({self.start}", max="+")
+        return sum(marker.encode() in fields[b"m"] for _, fields in entries)
 
     def __exit__(self, *exc: object) -> None:
-        self.pubsub.close()
+        self.client.close()
 
 
 class WskNode(Process):

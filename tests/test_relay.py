@@ -8,7 +8,7 @@ import re
 import subprocess
 import uuid
 
-from processes import BIN, RedisTap, wait_until
+from processes import BIN, StreamTap, wait_until
 
 
 def clients_on_both_nodes(cluster, count=4, transport="websocket"):
@@ -28,7 +28,8 @@ def test_publish_on_one_node_reaches_clients_of_the_other(shared_cluster):
 
     ack = sender.call("publish", {"data": {"text": text}})
 
-    assert ack == {"node": "node1"}
+    # the ack says the message is in the cluster's stream, at which offset
+    assert ack["node"] == "node1" and set(ack) == {"node", "offset"}
     for clients in by_node.values():
         for client in clients:
             message = client.wait_for("message", lambda m: m["data"] == {"text": text})
@@ -80,7 +81,7 @@ def test_room_and_publish_payloads_are_checked(shared_cluster):
     assert "error" in client.call("join", "not an object")
     assert "error" in client.call("publish", {"room": "r"})
     assert "error" in client.call("publish", {"data": 1, "room": 5})
-    assert client.call("publish", {"data": "still served"}) == {"node": client.node()}
+    assert client.call("publish", {"data": "still served"})["node"] == client.node()
 
 
 def test_heartbeats_from_every_node_reach_clients_of_every_node(shared_cluster):
@@ -103,7 +104,7 @@ def test_wsk_emit_reaches_clients_on_every_node(shared_cluster):
     )
 
     assert result.returncode == 0, result.stderr
-    assert "to 2 node(s)" in result.stdout
+    assert "sent 'news' to cluster 'wsk' (stream offset " in result.stdout
     for clients in by_node.values():
         for client in clients:
             client.wait_for("news", lambda data: data == marker)
@@ -167,8 +168,8 @@ def test_a_burst_of_publishes_is_relayed_whole(shared_cluster):
     """400 publishes in flight at once: more than a default Redis pool's 100 connections.
 
     The burst is counted at every hop, so that a shortfall says where it happened:
-    the publishes node1 took, the messages Redis carried, the dispatches node2 made
-    and the messages its client got. A client dropped on the way (its pong late)
+    the publishes node1 took, the entries the cluster's stream got, the dispatches
+    node2 made and the messages its client got. A client dropped on the way (its pong late)
     would miss messages without any hop losing one: that fails on its own line.
     """
     sender = shared_cluster.node_client(shared_cluster.nodes[0])
@@ -187,7 +188,7 @@ def test_a_burst_of_publishes_is_relayed_whole(shared_cluster):
 
     before = took(), dispatched()
 
-    with RedisTap(shared_cluster.redis.url, "wsk") as tap:
+    with StreamTap(shared_cluster.redis.url) as tap:
         for seq in range(count):  # no waiting for acks: the node handles them concurrently
             sender.sio.emit("publish", {"room": room, "data": {"burst": burst, "seq": seq}})
 
@@ -197,7 +198,7 @@ def test_a_burst_of_publishes_is_relayed_whole(shared_cluster):
         def hops():
             return {
                 "node1 took": took() - before[0],
-                "Redis carried": tap.count(burst),
+                "the stream got": tap.count(burst),
                 "node2 dispatched": dispatched() - before[1],
                 "its client got": len(arrived()),
             }

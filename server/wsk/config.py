@@ -43,7 +43,9 @@ class Config:
     port: int = _option(5000, options.port, "TCP port to listen on")
     node_name: str = _option("", options.text, "name of this node (default: <hostname>:<port>)")
     redis_url: str = _option("redis://127.0.0.1:6379/0", options.redis_url, "Redis URL")
-    channel: str = _option("wsk", options.text, "Redis pub/sub channel shared by the cluster")
+    channel: str = _option(
+        "wsk", options.text, "name of the cluster in Redis: its stream and sessions' prefix"
+    )
     path: str = _option("/", options.url_path, "path Socket.IO is served at")
     heartbeat_interval: float = _option(
         30.0, options.positive_seconds, "seconds between two okok heartbeats"
@@ -116,6 +118,14 @@ class Config:
         options.patterns,
         "with --auth optional, rooms a client without a token may join and publish into "
         "(comma-separated shell-style patterns)",
+    )
+    recovery_window: float = _option(
+        120.0,
+        options.seconds,
+        "seconds a disconnected client's session waits for it to come back (0: no recovery)",
+    )
+    stream_max_entries: int = _option(
+        1_000_000, options.positive_integer, "entries the cluster's stream keeps at most"
     )
     log_level: str = _option("info", options.choice(*LOG_LEVELS), "debug, info, warning or error")
 

@@ -20,13 +20,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import socketio
+from socketio import exceptions as sio_exceptions
 
 from wsk.auth import Authenticator, Grant, Unauthorized
 from wsk.config import Config
+from wsk.manager import NotDelivered
 from wsk.metrics import Metrics, event_label
+
+if TYPE_CHECKING:
+    from wsk.sioserver import SocketIOServer
 
 log = logging.getLogger("wsk.events")
 
@@ -107,7 +111,7 @@ class EventLimit:
 
 
 def register(
-    sio: socketio.Server, config: Config, metrics: Metrics, authenticator: Authenticator
+    sio: SocketIOServer, config: Config, metrics: Metrics, authenticator: Authenticator
 ) -> None:
     """Attach the node's event handlers to ``sio``."""
     node_name = config.node_name
@@ -166,11 +170,12 @@ def register(
         except Unauthorized as exc:
             metrics.auth_refused.labels(exc.reason).inc()
             log.info("client %s from %s refused: %s", sid, _peer(environ), exc.message)
-            raise socketio.exceptions.ConnectionRefusedError(exc.message) from None
+            raise sio_exceptions.ConnectionRefusedError(exc.message) from None
         grants[sid] = grant
         metrics.connected_clients.inc()
+        how = "recovered its session" if sid in sio.recovering else "connected"
         user = f" as user {grant.user!r}" if grant.user else ""
-        log.info("client %s connected from %s%s", sid, _peer(environ), user)
+        log.info("client %s %s from %s%s", sid, how, _peer(environ), user)
 
     @sio.on("disconnect")
     def disconnect(sid: str, reason: Any = None) -> None:
@@ -179,6 +184,7 @@ def register(
         limit.forget(sid)
         grants.pop(sid, None)
         log.info("client %s disconnected (%s)", sid, reason)
+        sio.session_ended(sid, reason)
 
     # the handlers below take what the client sent after their payload, and ignore it
 
@@ -189,6 +195,10 @@ def register(
     @handler("whoami")
     def whoami(sid: str, *_: Any) -> dict[str, str | None]:
         return {"node": node_name, "sid": sid, "user": grants.get(sid, nothing).user}
+
+    # An acknowledgement is a promise: join and leave answer once the client's session
+    # remembers the room (when it may recover), publish once the message is in the
+    # cluster's stream; what Redis could not take is answered {error}.
 
     @handler("join")
     def join(sid: str, data: Any = None, *_: Any) -> dict[str, str]:
@@ -201,13 +211,19 @@ def register(
             metrics.events_refused.labels("rooms").inc()
             log.info("join from %s refused: in %d rooms already", sid, len(rooms) - 1)
             return {"error": f"at most {config.client_max_rooms} rooms per client"}
-        sio.enter_room(sid, room)
+        try:
+            sio.enter_room(sid, room)
+        except Exception as exc:  # the session could not remember it
+            return _not_kept("join", sid, exc)
         return {"node": node_name, "room": room}
 
     @handler("leave")
     def leave(sid: str, data: Any = None, *_: Any) -> dict[str, str]:
         room = room_of(data, required=True)
-        sio.leave_room(sid, room)
+        try:
+            sio.leave_room(sid, room)
+        except Exception as exc:
+            return _not_kept("leave", sid, exc)
         return {"node": node_name, "room": room}
 
     @handler("publish")
@@ -219,8 +235,11 @@ def register(
             what = "every client" if room is None else f"room {room!r}"
             return forbidden("publish", sid, f"may not publish to {what}")
         message = {"from": sid, "node": node_name, "room": room, "data": data["data"]}
-        sio.emit("message", message, to=room)
-        return {"node": node_name}
+        try:
+            offset = sio.manager.emit("message", message, namespace="/", room=room)
+        except NotDelivered:
+            return {"error": "not delivered: the cluster's Redis did not take it"}
+        return {"node": node_name, "offset": str(offset)}
 
     def any_other(event: str, sid: str, *args: Any) -> Any:
         metrics.events_in.labels(event_label(event)).inc()
@@ -231,6 +250,11 @@ def register(
         return None
 
     sio.on("*", any_other)
+
+
+def _not_kept(event: str, sid: str, exc: Exception) -> dict[str, str]:
+    log.warning("%s from %s failed: %s", event, sid, exc)
+    return {"error": f"not done: the cluster's Redis did not take it ({type(exc).__name__})"}
 
 
 def _peer(environ: dict[str, Any]) -> str:

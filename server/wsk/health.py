@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-import redis
-
+from wsk import redisconn
 from wsk.metrics import Metrics
 
 log = logging.getLogger("wsk.health")
@@ -23,7 +22,7 @@ class RedisMonitor:
     """
 
     def __init__(self, url: str, url_for_logs: str, metrics: Metrics) -> None:
-        self.client = redis.Redis.from_url(
+        self.client = redisconn.client(
             url, socket_connect_timeout=CHECK_TIMEOUT, socket_timeout=CHECK_TIMEOUT
         )
         self.url_for_logs = url_for_logs

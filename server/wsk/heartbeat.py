@@ -43,6 +43,9 @@ def run_heartbeat(
         sio.sleep(interval + random.uniform(0, jitter))
         try:
             sio.emit("okok", heartbeat_payload(node_name, host_ip))
+        except ConnectionError as exc:  # Redis did not take it (wsk.manager.NotDelivered)
+            log.debug("heartbeat not sent: %s", exc)
+            continue
         except Exception:
             log.exception("heartbeat failed")
             continue

@@ -1,129 +1,481 @@
-"""The Redis client manager that joins the nodes of a cluster.
+"""The client manager that joins the nodes of a cluster, over the cluster's stream.
 
-It is python-socketio's RedisManager with its connection handling replaced. The
-original shares one Redis client between publishing and subscribing and makes a
-new one whenever either fails: under overload (Redis drops a subscriber that
-reads too slowly) that cascade broke in-flight publishes and left the listener
-spinning on a subscription that no longer existed. Here the publisher and the
-subscriber have a client each, the publisher's pool reconnects by itself and
-makes a burst of publishes wait for a connection rather than fail, and a
-subscription that ends for any reason is made again after a short, capped wait.
-The manager also counts what it relays and what it fails to publish.
+python-socketio's managers keep a node's clients and rooms (``socketio.Manager``)
+and relay emits between nodes (``RedisManager``, over Redis pub/sub: a message
+published while a node is away is lost to it, and an emit is "sent" whether or
+not Redis took it). This one keeps the clients and rooms as python-socketio's
+own, and relays everything through ``wsk.stream``:
+
+- an emit to a room or to everyone is appended to the stream first; its offset
+  is what the emit returns, and an emit Redis did not take raises
+  ``NotDelivered``: an acknowledgement is a promise;
+- every node, the emitting one included, delivers entries only as it reads them,
+  in the stream's order, each event packet carrying its offset as its last
+  argument when recovery is on (the Socket.IO protocol's connection-state
+  recovery);
+- a node that lost Redis resumes reading where it stopped;
+- ``restore`` gives a reconnecting client back its session, on any node, and
+  replays what it missed, without a gap or a duplicate (``wsk.recovery``).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
+import eventlet
+import eventlet.event
 import redis
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
+from wsk import redisconn
 from wsk.config import hide_password
 from wsk.metrics import Metrics, event_label
+from wsk.recovery import Record, Sessions, new_pid
+from wsk.stream import ZERO, Offset, Stream
 
 log = logging.getLogger("wsk.cluster")
 
-# Seconds the subscriber waits before its first retry, and at most between two.
-RESUBSCRIBE_FIRST_WAIT = 0.5
-RESUBSCRIBE_MAX_WAIT = 5.0
-
-# Publishes in flight at once; more wait for a connection (at most PUBLISH_WAIT
-# seconds) instead of failing as redis-py's default pool does past 100.
-PUBLISH_CONNECTIONS = 32
-PUBLISH_WAIT = 10.0
-
-REDIS_OPTIONS = {
-    "socket_connect_timeout": 3,
-    "socket_keepalive": True,
-    # lets a subscriber notice a connection that died without a FIN
-    "health_check_interval": 15,
-}
-
-
-class SubscriptionEnded(ConnectionError):
-    """The subscriber's connection stopped delivering without an error."""
+# Seconds the reader waits before its first retry, and at most between two.
+RETRY_FIRST_WAIT = 0.5
+RETRY_MAX_WAIT = 5.0
+# appends that go to Redis in one round trip at most
+APPEND_BATCH = 500
+# entries one read takes; entries delivered before the hub gets a turn
+READ_COUNT = 500
+DELIVER_SLICE = 50
+# milliseconds a read waits for new entries
+READ_BLOCK_MS = 2000
+# entries a replay reads at once, and packets it lets wait for a client at most
+REPLAY_BATCH = 500
+REPLAY_BACKLOG = 1000
+# seconds between two looks at the stream's length and age
+WATCH_EVERY = 5.0
+# the stream keeps entries this much longer than the recovery window
+RETENTION_MARGIN = 30.0
 
 
-class ClusterManager(socketio.RedisManager):
-    """Relays events between the nodes of a cluster through Redis pub/sub."""
+class NotDelivered(ConnectionError):
+    """Redis did not take a message: nobody will receive it."""
+
+
+class RecoveryFailed(Exception):
+    """A session cannot be restored; ``reason`` is the metric's label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class ClusterManager(socketio.Manager):
+    """Relays a node's emits and room changes through the cluster's stream, in one order."""
 
     def __init__(
         self,
         url: str,
         channel: str,
+        recovery_window: float = 0,
+        stream_max_entries: int = 1_000_000,
         metrics: Metrics | None = None,
         write_only: bool = False,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            url=url,
-            channel=channel,
-            write_only=write_only,
-            redis_options=dict(REDIS_OPTIONS),
-            **kwargs,
-        )
-        self.metrics = metrics
+        super().__init__()
         self.url_for_logs = hide_password(url)
-        self.publisher: redis.Redis | None = None
-        self.last_publish_receivers: int | None = None
-
-    def _client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, **self.redis_options)
-
-    def _publisher(self) -> redis.Redis:
-        pool = redis.BlockingConnectionPool.from_url(
-            self.redis_url,
-            max_connections=PUBLISH_CONNECTIONS,
-            timeout=PUBLISH_WAIT,
-            **self.redis_options,
+        self.metrics = metrics
+        self.write_only = write_only
+        self.recovery_window = recovery_window
+        self.writer = redisconn.pool(url)
+        self.stream = Stream(
+            self.writer,
+            f"{channel}:stream",
+            retention=max(recovery_window, 30.0) + RETENTION_MARGIN,
+            max_entries=stream_max_entries,
+            trims=not write_only,
         )
-        return redis.Redis(connection_pool=pool)
+        self.sessions = Sessions(self.writer, channel, recovery_window) if recovery_window else None
+        self.reader_url = url
+        # the offset of the last entry this node delivered; None before Redis answered
+        self.position: Offset | None = None
+        # sids whose live packets wait for their replay to end, and those that must
+        # not get packets at or below an offset (a replay went further than the reader)
+        self.holding: dict[str, list[tuple[Offset, list[eio_packet.Packet]]]] = {}
+        self.floors: dict[str, Offset] = {}
+        # sid -> pid, for the sessions of this node's clients
+        self.pids: dict[str, str] = {}
+        # appends waiting for the writer, in the order they were asked for
+        self.appending: list[tuple[dict[str, Any], eventlet.event.Event]] = []
+        self.flushing = False
 
-    def _publish(self, data: dict[str, Any]) -> int | None:
-        """Publish ``data``; return the number of nodes subscribed, or None on failure."""
-        if self.publisher is None:
-            self.publisher = self._publisher()
-        try:
-            receivers = self.publisher.publish(self.channel, self.json.dumps(data))
-        except Exception as exc:
-            # the pool drops the failed connection; the next publish makes a new one
-            log.error("Cannot publish to Redis at %s: %s", self.url_for_logs, exc)
+    # -- starting
+
+    def initialize(self) -> None:
+        super().initialize()
+        if not self.write_only:
+            self.server.start_background_task(self._read_forever)
+            self.server.start_background_task(self._watch)
+
+    def pre_connect(self, eio_sid: str, namespace: str, sid: str | None = None) -> str | None:
+        """python-socketio's, and a restored session keeps the sid it had."""
+        if sid is None:
+            return super().pre_connect(eio_sid, namespace)
+        if self.sid_from_eio_sid(eio_sid, namespace) is not None:
+            return None  # this connection is in the namespace already
+        self.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)
+        self.basic_enter_room(sid, namespace, sid, eio_sid=eio_sid)
+        self.pending_connect.setdefault(namespace, []).append(sid)
+        return sid
+
+    # -- writing
+
+    def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> Offset | None:
+        """Emit to a client, a room or everyone of the cluster; the offset of the emit.
+
+        Raises NotDelivered when Redis does not take it. An emit with a callback
+        goes to a client of this node only, outside the stream.
+        """
+        room = to or room
+        namespace = namespace or "/"
+        if callback is not None or kwargs.get("ignore_queue"):
+            return super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback
+            )
+        args = list(data) if isinstance(data, tuple) else [data]
+        binary = sio_packet.Packet.data_is_binary(args)
+        if binary:
+            args, attachments = sio_packet.Packet.deconstruct_binary(args)
+            args = [args, *[base64.b64encode(a).decode() for a in attachments]]
+        return self._append(
+            {
+                "method": "emit",
+                "event": event,
+                "data": args,
+                "binary": binary,
+                "namespace": namespace,
+                "room": room,
+                "skip_sid": skip_sid,
+            }
+        )
+
+    def _append(self, message: dict[str, Any]) -> Offset:
+        """Append to the stream in the order of the calls; the offset, or NotDelivered.
+
+        A node's appends go out in batches, one round trip each, from one greenlet:
+        the order in which a client's events were handled is the order of their
+        messages in the stream (a pool of connections would let them overtake each
+        other), and a burst costs few round trips.
+        """
+        if self.write_only:
+            result = self._append_now([message])[0]
+        else:
+            waiter = eventlet.event.Event()
+            self.appending.append((message, waiter))
+            if not self.flushing:
+                self.flushing = True
+                eventlet.spawn_n(self._flush)
+            result = waiter.wait()
+        if isinstance(result, Exception):
+            log.error("Cannot append to the stream at %s: %s", self.url_for_logs, result)
             if self.metrics is not None:
                 self.metrics.redis_publish_failures.inc()
-            receivers = None
-        self.last_publish_receivers = receivers
-        return receivers
+            raise NotDelivered(f"Redis at {self.url_for_logs} did not take it: {result}")
+        return result
 
-    def _handle_emit(self, message: dict[str, Any]) -> None:
-        """Deliver an emit to this node's clients, and count it."""
+    def _flush(self) -> None:
+        try:
+            while self.appending:
+                batch, self.appending = self.appending[:APPEND_BATCH], self.appending[APPEND_BATCH:]
+                results = self._append_now([message for message, _ in batch])
+                for (_, waiter), result in zip(batch, results, strict=True):
+                    waiter.send(result)
+        finally:
+            self.flushing = False
+
+    def _append_now(self, messages: list[dict[str, Any]]) -> list[Offset | Exception]:
+        try:
+            return self.stream.append_all(messages)
+        except redis.RedisError as exc:
+            return [exc] * len(messages)
+
+    def can_disconnect(self, sid: str, namespace: str) -> bool:
+        if self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace):
+            return super().can_disconnect(sid, namespace)
+        self._append({"method": "disconnect", "sid": sid, "namespace": namespace or "/"})
+        return False
+
+    def enter_room(self, sid: str, namespace: str, room: str, eio_sid: str | None = None) -> None:
+        """Put a client into a room; its session remembers from which offset on."""
+        if not (self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace)):
+            self._append({"method": "enter_room", "sid": sid, "room": room, "namespace": namespace})
+            return
+        at = self.position or ZERO
+        already = room in self.get_rooms(sid, namespace)
+        super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        pid = self.pids.get(sid)
+        if pid is not None and not already and room != sid:
+            self.sessions.joined(pid, room, at)  # raises when Redis cannot keep it
+
+    def leave_room(self, sid: str, namespace: str, room: str) -> None:
+        if not (self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace)):
+            self._append({"method": "leave_room", "sid": sid, "room": room, "namespace": namespace})
+            return
+        was_in = room in self.get_rooms(sid, namespace)
+        at = self.position or ZERO
+        super().leave_room(sid, namespace, room)
+        pid = self.pids.get(sid)
+        if pid is not None and was_in:
+            self.sessions.left(pid, room, at)
+
+    def close_room(self, room: str, namespace: str) -> None:
+        self._append({"method": "close_room", "room": room, "namespace": namespace or "/"})
+
+    # -- reading, in the stream's order
+
+    def _read_forever(self) -> None:
+        wait = RETRY_FIRST_WAIT
+        reader = redisconn.client(self.reader_url)
+        stream = Stream(reader, self.stream.key, self.stream.retention, self.stream.max_entries)
+        failing = False
+        while True:
+            try:
+                if self.position is None or failing:
+                    self._catch_up(stream)
+                entries = stream.read(self.position, READ_BLOCK_MS, READ_COUNT)
+                if failing:
+                    log.warning("Reading the stream at %s again", self.url_for_logs)
+                    failing = False
+                wait = RETRY_FIRST_WAIT
+            except redis.RedisError as exc:
+                if not failing:
+                    log.error("Cannot read the stream at %s (%s); retrying", self.url_for_logs, exc)
+                failing = True
+                time.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX_WAIT)
+                continue
+            for count, (offset, message) in enumerate(entries, 1):
+                try:
+                    self._deliver(offset, message)
+                except Exception:
+                    log.exception("stream entry %s could not be delivered", offset)
+                self.position = offset
+                if count % DELIVER_SLICE == 0:
+                    eventlet.sleep(0)
+
+    def _catch_up(self, stream: Stream) -> None:
+        """Start, or resume after an error, from the right offset."""
+        last = stream.info()["last"]
+        if self.position is None:
+            self.position = last  # a node starts with what comes next
+        elif last < self.position:
+            # the stream is younger than what this node read: Redis lost it (no
+            # persistence) and began a new one; read that one from its start
+            log.warning(
+                "The stream at %s was reset (its last entry %s is before %s); reading it anew",
+                self.url_for_logs,
+                last,
+                self.position,
+            )
+            self.position = ZERO
+
+    def _deliver(self, offset: Offset, message: dict[str, Any]) -> None:
+        method = message.get("method")
+        namespace = message.get("namespace") or "/"
+        if method == "emit":
+            self._deliver_emit(offset, message, namespace)
+        elif method == "disconnect":
+            sid = message.get("sid")
+            if self.is_connected(sid, namespace):
+                self.server.disconnect(sid=sid, namespace=namespace, ignore_queue=True)
+        elif method in ("enter_room", "leave_room"):
+            sid, room = message.get("sid"), message.get("room")
+            if self.is_connected(sid, namespace) and isinstance(room, str):
+                getattr(self, method)(sid, namespace, room)
+        elif method == "close_room":
+            for sid, _ in list(self.get_participants(namespace, message.get("room"))):
+                self.leave_room(sid, namespace, message.get("room"))
+
+    def _deliver_emit(self, offset: Offset, message: dict[str, Any], namespace: str) -> None:
+        if namespace not in self.rooms:
+            return
         if self.metrics is not None:
             self.metrics.events_out.labels(event_label(str(message.get("event")))).inc()
-        super()._handle_emit(message)
+        room = message.get("room")
+        skip = message.get("skip_sid")
+        skip = skip if isinstance(skip, list) else [skip]
+        eio_packets = self._packets(offset, message, namespace)
+        holding, floors = self.holding, self.floors
+        send = self.server.eio.send_packet
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid in skip:
+                continue
+            if holding and sid in holding:
+                holding[sid].append((offset, eio_packets))
+                continue
+            if floors and sid in floors:
+                if offset <= floors[sid]:
+                    continue
+                del floors[sid]
+            for pkt in eio_packets:
+                send(eio_sid, pkt)
 
-    def _redis_listen_with_retries(self) -> Iterator[dict[str, Any]]:
-        wait = RESUBSCRIBE_FIRST_WAIT
-        while True:
-            client = self._client()
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+    def _packets(
+        self, offset: Offset, message: dict[str, Any], namespace: str
+    ) -> list[eio_packet.Packet]:
+        """The Engine.IO packets of an emit, encoded once for all its recipients."""
+        data = message.get("data")
+        if not isinstance(data, list):
+            data = [data]
+        if message.get("binary"):
+            attachments = [base64.b64decode(a) for a in data[1:]]
+            data = sio_packet.Packet.reconstruct_binary(data[0], attachments)
+        args = [message.get("event"), *data]
+        if self.sessions is not None:
+            args.append(str(offset))
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=args
+        ).encode()
+        if not isinstance(encoded, list):
+            encoded = [encoded]
+        return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded]
+
+    # -- sessions
+
+    def open_session(self, sid: str, owner: str) -> str | None:
+        """Keep a new session in Redis; its pid, or None when recovery is off or Redis is away."""
+        if self.sessions is None:
+            return None
+        pid = new_pid()
+        try:
+            self.sessions.create(pid, sid, owner, self.position or ZERO)
+        except redis.RedisError as exc:
+            log.warning("cannot keep the session of %s in Redis (%s): it cannot recover", sid, exc)
+            return None
+        self.pids[sid] = pid
+        return pid
+
+    def claim_session(self, pid: Any, offset: Any, owner: str) -> tuple[Record, Offset]:
+        """The session ``pid`` and the offset to replay from; RecoveryFailed with a reason."""
+        if self.sessions is None:
+            raise RecoveryFailed("disabled", "recovery is off")
+        if not isinstance(pid, str) or not 0 < len(pid) <= 64:
+            raise RecoveryFailed("unknown_session", "not a session id")
+        try:
+            record = self.sessions.claim(pid, owner)
+            info = self.stream.info()
+        except redis.RedisError as exc:
+            raise RecoveryFailed("redis", str(exc)) from None
+        if record is None:
+            raise RecoveryFailed("unknown_session", "no such session, or it expired")
+        if offset is None:
+            after = record.created  # a client that had received nothing yet
+        else:
             try:
-                pubsub.subscribe(self.channel)
-                if wait > RESUBSCRIBE_FIRST_WAIT:
-                    log.warning("Subscribed to Redis at %s again", self.url_for_logs)
-                wait = RESUBSCRIBE_FIRST_WAIT
-                yield from pubsub.listen()
-                raise SubscriptionEnded("the subscription ended")
-            except Exception as exc:
-                log.error(
-                    "Cannot receive from Redis at %s (%s); retrying in %.1f s",
-                    self.url_for_logs,
-                    exc,
-                    wait,
-                )
-            finally:
-                pubsub.close()
-                client.close()
-            time.sleep(wait)
-            wait = min(wait * 2, RESUBSCRIBE_MAX_WAIT)
+                after = Offset.parse(offset)
+            except ValueError as exc:
+                raise RecoveryFailed("bad_offset", str(exc)) from None
+            after = max(after, record.created)
+        if info["trimmed"] > after:
+            raise RecoveryFailed("gap", f"the stream no longer holds what followed {after}")
+        return record, after
+
+    def hold(self, sid: str) -> Offset:
+        """Let a client's live packets wait until ``release``; the offset they start after."""
+        self.holding[sid] = []
+        return self.position or ZERO
+
+    def replay(self, sid: str, eio_sid: str, record: Record, after: Offset, upto: Offset) -> int:
+        """Send a restored client what it missed in (after, upto]; how many events.
+
+        Batches go out as the client takes them, so that a long replay waits for a
+        slow client instead of piling up for it.
+        """
+        sent = 0
+        while after < upto:
+            entries = self.stream.range(after, upto, REPLAY_BATCH)
+            if not entries:
+                break
+            for offset, message in entries:
+                after = offset
+                if message.get("method") != "emit" or (message.get("namespace") or "/") != "/":
+                    continue
+                if record.receives(offset, message.get("room"), message.get("skip_sid")):
+                    for pkt in self._packets(offset, message, "/"):
+                        self.server.eio.send_packet(eio_sid, pkt)
+                    sent += 1
+            while True:
+                sock = self.server.eio.sockets.get(eio_sid)
+                if sock is None or sock.closed:
+                    return sent
+                if sock.queue.qsize() <= REPLAY_BACKLOG:
+                    break
+                eventlet.sleep(0.01)
+        return sent
+
+    def release(self, sid: str, eio_sid: str, seen: Offset) -> None:
+        """Send what waited while the client was restored, and let live packets flow again.
+
+        ``seen`` is the last offset the client has: nothing at or below it goes
+        out again, from what waited nor from what the reader delivers next.
+        """
+        for offset, packets in self.holding.pop(sid, []):
+            if offset > seen:
+                for pkt in packets:
+                    self.server.eio.send_packet(eio_sid, pkt)
+        if seen > (self.position or ZERO):
+            self.floors[sid] = seen
+
+    def end_session(self, sid: str, owner: str, recoverable: bool) -> None:
+        """A client left: keep its session for the window if it may come back, else drop it."""
+        pid = self.pids.pop(sid, None)
+        self.holding.pop(sid, None)
+        self.floors.pop(sid, None)
+        if pid is None or self.sessions is None:
+            return
+        try:
+            self.sessions.release(pid, owner, keep=recoverable)
+        except redis.RedisError as exc:
+            log.warning("cannot release the session of %s in Redis (%s)", sid, exc)
+
+    def save_data(self, sid: str, data: dict[str, Any]) -> None:
+        pid = self.pids.get(sid)
+        if pid is not None:
+            self.sessions.save_data(pid, data)
+
+    # -- watching
+
+    def _watch(self) -> None:
+        """Keep the sessions of connected clients alive, the stream trimmed, its figures fresh."""
+        renewed = 0.0
+        while True:
+            time.sleep(
+                WATCH_EVERY
+                if self.sessions is None
+                else min(WATCH_EVERY, self.sessions.renew_every)
+            )
+            try:
+                now = time.monotonic()
+                if self.sessions is not None and now - renewed >= self.sessions.renew_every:
+                    self.sessions.renew(list(self.pids.values()))
+                    renewed = now
+                self.stream.trim()
+                info = self.stream.info()
+            except redis.RedisError:
+                continue  # the reader says so
+            if self.metrics is not None:
+                self.metrics.stream_length.set(info["length"])
+                first = info["first"]
+                age = time.time() - first[0] / 1000 if first else 0
+                self.metrics.stream_oldest_age.set(max(0.0, age))

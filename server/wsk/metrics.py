@@ -67,7 +67,8 @@ class Metrics:
         )
         self.redis_publish_failures = Counter(
             "wsk_redis_publish_failures",
-            "Messages this node could not publish to Redis.",
+            "Messages this node could not append to the cluster's stream (their senders got "
+            "an error).",
             registry=self.registry,
         )
         self.redis_up = Gauge(
@@ -117,6 +118,34 @@ class Metrics:
         self.heartbeats = Counter(
             "wsk_heartbeats_sent",
             "okok heartbeats this node broadcast to the cluster.",
+            registry=self.registry,
+        )
+        self.recoveries_attempted = Counter(
+            "wsk_recoveries_attempted",
+            "Clients that came back asking for their session (connection-state recovery).",
+            registry=self.registry,
+        )
+        self.recoveries = Counter(
+            "wsk_recoveries",
+            "Recoveries by result (succeeded, failed) and, for failures, the reason: "
+            "unknown_session (none, or expired), bad_offset, gap (the stream no longer holds "
+            "what followed the offset), redis, disabled.",
+            ["result", "reason"],
+            registry=self.registry,
+        )
+        self.replayed = Counter(
+            "wsk_recovery_replayed",
+            "Events replayed to recovered clients.",
+            registry=self.registry,
+        )
+        self.stream_length = Gauge(
+            "wsk_stream_length",
+            "Entries in the cluster's stream, as this node last saw it.",
+            registry=self.registry,
+        )
+        self.stream_oldest_age = Gauge(
+            "wsk_stream_oldest_age_seconds",
+            "Age of the oldest entry of the cluster's stream: how far back a replay can go.",
             registry=self.registry,
         )
         self.build = Info("wsk_build", "Versions this node runs.", registry=self.registry)

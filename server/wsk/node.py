@@ -38,7 +38,13 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.manager = ClusterManager(config.redis_url, config.channel, metrics=self.metrics)
+        self.manager = ClusterManager(
+            config.redis_url,
+            config.channel,
+            recovery_window=config.recovery_window,
+            stream_max_entries=config.stream_max_entries,
+            metrics=self.metrics,
+        )
         self.sio = SocketIOServer(config, self.metrics, client_manager=self.manager)
         keys = load_keys(config.auth_jwt_key_file) if config.auth != "off" else ()
         self.authenticator = Authenticator(config.auth, keys, config.anonymous_rooms or ())
@@ -58,7 +64,8 @@ class Node:
             (config.host, config.port), backlog=config.backlog, reuse_port=False
         )
         log.info(
-            "node %s (%s) serving Socket.IO at %s on %s:%d, Redis %s, channel %r, auth %s",
+            "node %s (%s) serving Socket.IO at %s on %s:%d, Redis %s, cluster %r, recovery %s, "
+            "auth %s",
             config.node_name,
             self.host_ip,
             config.path,
@@ -66,6 +73,7 @@ class Node:
             config.port,
             config.redis_url_for_logs,
             config.channel,
+            f"{config.recovery_window:g} s" if config.recovery_window else "off",
             config.auth
             if config.auth == "off"
             else f"{config.auth} ({len(self.authenticator.keys)} keys: "
@@ -73,8 +81,8 @@ class Node:
         )
         self.monitor.check()
         eventlet.spawn(self.monitor.run)
-        # subscribe to the cluster now rather than at the first client's connect;
-        # the manager's listener retries on its own while Redis is away
+        # read the cluster's stream now rather than at the first client's connect;
+        # the manager's reader retries on its own while Redis is away
         self.sio.manager_initialized = True
         self.manager.initialize()
         self.sio.start_background_task(
@@ -114,7 +122,8 @@ class Node:
         sockets = list(self.sio.eio.sockets.values())
         log.info("draining: closing %d client transports", len(sockets))
         for sock in sockets:
-            sock.close(wait=False, abort=True, reason=self.sio.eio.reason.SERVER_DISCONNECT)
+            # a transport close, as the client sees it: its session waits for it elsewhere
+            sock.close(wait=False, abort=True, reason=self.sio.eio.reason.TRANSPORT_CLOSE)
         with eventlet.Timeout(self.config.drain_timeout, False):
             try:
                 server.wait()

@@ -26,16 +26,24 @@ import logging
 import re
 from typing import Any
 
+from socketio import exceptions as sio_exceptions
+from socketio import packet as sio_packet
+
 from wsk.config import Config
+from wsk.manager import ClusterManager, NotDelivered, RecoveryFailed
 from wsk.metrics import Metrics
 from wsk.transport.engine import EngineServer, session_environ
 from wsk.transport.internals import SocketIOHooks
+
+log = logging.getLogger("wsk.sessions")
 
 # event names a client may not send: python-socketio and socket.io raise them
 RESERVED = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
 _ATTACHMENTS = re.compile(r"[56](\d+)-")
+# why a client's transport went away, when its session should wait for it to come back
+RECOVERABLE = frozenset({"transport close", "transport error", "ping timeout"})
 
 
 class Refused(ValueError):
@@ -43,13 +51,23 @@ class Refused(ValueError):
 
 
 class SocketIOServer(SocketIOHooks):
-    """python-socketio's Server on wsk's Engine.IO server, with the checks above."""
+    """python-socketio's Server on wsk's Engine.IO server, with the checks above and recovery.
+
+    A client that connects to ``/`` gets a private session id (``pid``) in its
+    CONNECT answer when ``--recovery-window`` is on; one that comes back with it
+    (``auth = {pid, offset}``, as socket.io-client 4.6+ sends) gets its sid, rooms
+    and session data back, on any node, and every event it missed after
+    ``offset``, in order and once (``wsk.manager``, ``wsk.recovery``).
+    """
 
     eio: EngineServer
+    manager: ClusterManager
 
     def __init__(self, config: Config, metrics: Metrics, **kwargs: Any) -> None:
         self.config = config
         self.metrics = metrics
+        # sids being restored now: the connect handler may want to know
+        self.recovering: set[str] = set()
         self.engineio_server_class = functools.partial(EngineServer, config, metrics)
         super().__init__(
             async_mode="eventlet",
@@ -88,6 +106,101 @@ class SocketIOServer(SocketIOHooks):
         sock = self.eio.sockets.get(eio_sid)
         if sock is not None:
             sock.close(wait=False, abort=False, reason=self.reason.SERVER_DISCONNECT)
+
+    # -- connecting, with connection-state recovery
+
+    def connect_namespace(self, eio_sid: str, namespace: str, auth: Any) -> None:
+        if namespace != "/":
+            super().connect_namespace(eio_sid, namespace, auth)
+            return
+        manager = self.manager
+        restored = self._claim(eio_sid, auth)
+        sid = restored[1].sid if restored else None
+        if sid is not None and manager.is_connected(sid, namespace):
+            # its old connection to this node is still open: the client has left it
+            old = manager.eio_sid_from_sid(sid, namespace)
+            log.info("client %s came back on a new connection; closing its old one", sid)
+            self.eio.disconnect(old)
+        sid = manager.pre_connect(eio_sid, namespace, sid)
+        if sid is None:
+            self._refuse(eio_sid, namespace, "Unable to connect")
+            return
+        start = manager.hold(sid)
+        if restored:
+            pid, record, after = restored
+            manager.pids[sid] = pid
+            for room in record.current_rooms:
+                manager.basic_enter_room(sid, namespace, room)
+            super().save_session(sid, record.data, namespace)
+            self.recovering.add(sid)
+        else:
+            pid = manager.open_session(sid, eio_sid)
+        try:
+            accepted = self.call_connect_handler(namespace, sid, self.environ[eio_sid], auth)
+            reason: Any = "Connection refused by server"
+        except sio_exceptions.ConnectionRefusedError as exc:
+            accepted, reason = False, exc.error_args
+        finally:
+            self.recovering.discard(sid)
+        if accepted is False:
+            self._refuse(eio_sid, namespace, reason)
+            manager.disconnect(sid, namespace, ignore_queue=True)
+            manager.end_session(sid, eio_sid, recoverable=False)
+            return
+        answer = {"sid": sid, "pid": pid} if pid else {"sid": sid}
+        self.send_socketio_packet(
+            eio_sid, self.packet_class(sio_packet.CONNECT, answer, namespace=namespace)
+        )
+        manager.connect(sid, namespace)
+        seen = start
+        if restored:
+            seen = max(after, start)
+            try:
+                replayed = manager.replay(sid, eio_sid, record, after, start)
+            except Exception as exc:  # Redis went away mid-replay: it cannot be exact
+                log.warning("replay to %s failed (%s); closing it to try again", sid, exc)
+                self.metrics.recoveries.labels("failed", "redis").inc()
+                self.eio.disconnect(eio_sid)
+                return
+            self.metrics.recoveries.labels("succeeded", "").inc()
+            self.metrics.replayed.inc(replayed)
+            log.info(
+                "client %s recovered: %d missed events replayed after %s", sid, replayed, after
+            )
+        manager.release(sid, eio_sid, seen)
+
+    def _claim(self, eio_sid: str, auth: Any) -> tuple[str, Any, Any] | None:
+        """The session a reconnecting client asks for, claimed for it; None for a new one."""
+        if not isinstance(auth, dict) or "pid" not in auth or self.manager.sessions is None:
+            return None
+        self.metrics.recoveries_attempted.inc()
+        try:
+            record, after = self.manager.claim_session(auth["pid"], auth.get("offset"), eio_sid)
+        except RecoveryFailed as exc:
+            log.info("a client could not recover its session (%s: %s)", exc.reason, exc)
+            self.metrics.recoveries.labels("failed", exc.reason).inc()
+            return None
+        return auth["pid"], record, after
+
+    def _refuse(self, eio_sid: str, namespace: str, reason: Any) -> None:
+        self.send_socketio_packet(
+            eio_sid,
+            self.packet_class(sio_packet.CONNECT_ERROR, data=reason, namespace=namespace),
+        )
+
+    def session_ended(self, sid: str, reason: Any) -> None:
+        """A client left ``/``: its session waits for it if it lost only its transport."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
+        self.manager.end_session(sid, eio_sid or "", recoverable=reason in RECOVERABLE)
+
+    def save_session(self, sid: str, session: dict[str, Any], namespace: str | None = None) -> None:
+        """python-socketio's, and the session data goes to Redis for a recovery."""
+        super().save_session(sid, session, namespace)
+        if (namespace or "/") == "/":
+            try:
+                self.manager.save_data(sid, session)
+            except Exception as exc:
+                raise NotDelivered(f"the session could not be kept: {exc}") from None
 
 
 def _library_logger(name: str, level: str) -> logging.Logger:

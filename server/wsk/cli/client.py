@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,11 @@ import socketio
 
 from wsk import options
 from wsk.options import Option, OptionError
+
+# wsk.client reaches python-socketio through wsk.transport.internals, which
+# imports eventlet (not used here): its notice is for new projects
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+from wsk.client import Client as RecoveringClient  # noqa: E402
 
 TRANSPORTS = {"websocket": ["websocket"], "polling": ["polling"], "both": ["polling", "websocket"]}
 
@@ -147,7 +153,7 @@ class Client:
         self.disconnected_since = time.monotonic()
         self.connected = threading.Event()
         session = CaSession(ca_file) if ca_file else requests.Session()
-        self.sio = socketio.Client(
+        self.sio = RecoveringClient(
             reconnection=True, reconnection_delay_max=5, http_session=session
         )
         self.sio.on("connect", self.on_connect)
@@ -157,7 +163,8 @@ class Client:
 
     def on_connect(self) -> None:
         self.connected.set()
-        say("connected", self.sio.get_sid(), "via", self.sio.transport())
+        how = "recovered" if self.sio.recovered else "connected"
+        say(how, self.sio.get_sid(), "via", self.sio.transport())
         self.sio.emit("whoami", callback=lambda answer: say("whoami", _dump(answer)))
         if self.room:
             self.sio.emit("join", {"room": self.room}, callback=lambda a: say("join", _dump(a)))

@@ -7,17 +7,22 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from wsk import options
 from wsk.config import hide_password
-from wsk.manager import ClusterManager
 from wsk.options import Option
+
+# wsk.manager imports eventlet, which a write-only manager does not use: its
+# notice is for new projects
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+from wsk.manager import ClusterManager, NotDelivered  # noqa: E402
 
 EMIT_OPTIONS = (
     Option("redis_url", options.redis_url, "redis://127.0.0.1:6379/0", "Redis URL of the cluster"),
-    Option("channel", options.text, "wsk", "Redis pub/sub channel of the cluster"),
+    Option("channel", options.text, "wsk", "name of the cluster in Redis (its --channel)"),
     Option("room", options.text, None, "send to this room only (default: every client)"),
     Option("namespace", options.url_path, "/", "Socket.IO namespace"),
 )
@@ -47,13 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = payload(args["data"], args["text"])
     logging.basicConfig(level=logging.CRITICAL)  # this command reports failures itself
     manager = ClusterManager(args["redis_url"], args["channel"], write_only=True)
-    manager.emit(args["event"], data, namespace=args["namespace"], room=args["room"])
-    receivers = manager.last_publish_receivers
-    if receivers is None:
+    try:
+        offset = manager.emit(args["event"], data, namespace=args["namespace"], room=args["room"])
+    except NotDelivered:
         options.fail(
             "wsk-emit", f"cannot publish to Redis at {hide_password(args['redis_url'])}", 1
         )
-    print(f"sent {args['event']!r} to {receivers} node(s) listening on {args['channel']!r}")
+    print(f"sent {args['event']!r} to cluster {args['channel']!r} (stream offset {offset})")
     return 0
 
 

@@ -49,6 +49,22 @@ python-socketio (``socketio``)
     ``Server._handle_event``
         to refuse events that are not ``[name, ...]`` with a string name, or whose
         name is one that only the server may raise (``connect``, ``disconnect``).
+    ``Server._handle_connect``, ``Server._trigger_event``, ``Server._send_packet``
+        a namespace's connect is wsk's own (connection-state recovery: a client
+        may come back with its session's private id and get its sid, rooms and
+        what it missed); it calls the application's connect handler and sends
+        the CONNECT answer as python-socketio does.
+
+python-socketio's and python-engineio's clients (``wsk.client``)
+    ``engineio.Client._trigger_event("message", run_async=True)``
+        python-engineio's client starts a thread for every message it receives:
+        events then reach the application in any order, and a burst costs a
+        thread each. wsk's client handles each message on its read loop.
+    ``socketio.Client._engineio_client_class``
+        to run on that Engine.IO client.
+    ``socketio.Client._handle_connect``, ``socketio.Client._handle_event``
+        to read the ``pid`` of a CONNECT answer, and to take the offset off each
+        event (connection-state recovery), which python-socketio knows nothing of.
 
 eventlet
     ``eventlet.wsgi.WSGI_LOCAL.already_handled``
@@ -171,11 +187,61 @@ class SocketIOHooks(socketio.Server):
     def check_event(self, data: Any) -> None:
         """Raise ValueError to refuse an event's data (``[name, *args]``)."""
 
+    def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        self.connect_namespace(eio_sid, namespace or "/", data)
+
+    def connect_namespace(self, eio_sid: str, namespace: str, auth: Any) -> None:
+        """A client asks to connect to a namespace (python-socketio's own handling)."""
+        super()._handle_connect(eio_sid, namespace, auth)
+
+    def call_connect_handler(self, namespace: str, sid: str, environ: Any, auth: Any) -> Any:
+        """Run the application's connect handler as python-socketio would."""
+        return self._trigger_event("connect", namespace, sid, environ, auth)
+
+    def send_socketio_packet(self, eio_sid: str, pkt: Any) -> None:
+        """Send one Socket.IO packet to a client's Engine.IO session."""
+        self._send_packet(eio_sid, pkt)
+
 
 # what python-socketio raises, or lets escape, for a packet that does not parse: bad
 # JSON (ValueError), JSON too deep (RecursionError), wrong shapes (TypeError,
 # KeyError, IndexError, AttributeError: a binary placeholder that points nowhere)
 MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+
+
+class EngineIOClientHooks(engineio.Client):
+    """python-engineio's client, handling each message on the loop that read it, in order."""
+
+    def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "message":
+            kwargs["run_async"] = False
+        return super()._trigger_event(event, *args, **kwargs)
+
+
+class SocketIOClientHooks(socketio.Client):
+    """python-socketio's client over ``EngineIOClientHooks``, with two named hooks.
+
+    ``namespace_connected(namespace, answer)`` sees each CONNECT answer before
+    the connect handler runs; ``event_received(namespace, data)`` may change an
+    event's ``[name, *args]`` before its handler sees it.
+    """
+
+    def _engineio_client_class(self) -> type[engineio.Client]:
+        return EngineIOClientHooks
+
+    def _handle_connect(self, namespace: str | None, data: Any) -> None:
+        self.namespace_connected(namespace or "/", data if isinstance(data, dict) else {})
+        super()._handle_connect(namespace, data)
+
+    def namespace_connected(self, namespace: str, answer: dict[str, Any]) -> None:
+        """A namespace's CONNECT answer arrived."""
+
+    def _handle_event(self, namespace: str | None, id: int | None, data: Any) -> None:
+        super()._handle_event(namespace, id, self.event_received(namespace or "/", data))
+
+    def event_received(self, namespace: str, data: list[Any]) -> list[Any]:
+        """An event's data, as its handler will see it."""
+        return data
 
 
 def response_sent_elsewhere() -> None:
