@@ -147,11 +147,15 @@ class Process:
 class RedisServer(Process):
     """A redis-server on a free loopback port, without persistence; with a password or TLS."""
 
-    def __init__(self, workdir: Path, password: str | None = None, tls: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, password: str | None = None, tls: bool = False, aof: bool = False
+    ) -> None:
         super().__init__("redis", workdir)
         self.port = free_port()
         self.password = password
         self.tls_dir = workdir / "redis-tls" if tls else None
+        # with an append-only file, as the redis role runs it: a restart keeps the data
+        self.data_dir = workdir / "redis-data" if aof else None
 
     @property
     def url(self) -> str:
@@ -162,8 +166,13 @@ class RedisServer(Process):
         return f"redis://{auth}{LOOPBACK}:{self.port}/0"
 
     def start(self) -> RedisServer:
-        argv = [require("redis-server"), "--bind", LOOPBACK]
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        argv = [require("redis-server"), "--bind", LOOPBACK, "--save", "", "--daemonize", "no"]
+        if self.data_dir:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            argv += ["--dir", str(self.data_dir), "--appendonly", "yes"]
+            argv += ["--appendfsync", "everysec"]
+        else:
+            argv += ["--appendonly", "no"]
         if self.tls_dir:
             make_certificates(self.tls_dir)
             argv += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]

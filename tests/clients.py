@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from processes import wait_until
@@ -92,3 +96,70 @@ class RecordingClient:
         deadline = time.monotonic() + 5
         while self.sio.connected and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+NODE_DIR = Path(__file__).parent / "node"
+
+
+class NodeClient:
+    """Runs tests/node/client.js (socket.io-client) and collects the JSON lines it prints."""
+
+    def __init__(
+        self,
+        url: str,
+        transports: str,
+        seconds: float = 30,
+        room: str | None = None,
+        path: str = "/wsk",
+        token: str | None = None,
+    ) -> None:
+        argv = ["node", str(NODE_DIR / "client.js"), url, path, transports, str(seconds)]
+        # the connect's auth: {token} (client.js reads it from the environment)
+        env = {k: v for k, v in os.environ.items() if k != "WSK_TEST_TOKEN"}
+        if token is not None:
+            env["WSK_TEST_TOKEN"] = token
+        self.proc = subprocess.Popen(
+            [*argv, *([room] if room else [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.transports = transports
+        self.lines: list[dict] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def send(self, event: str, data: Any = None) -> None:
+        self.proc.stdin.write(json.dumps({"event": event, "data": data}) + "\n")
+        self.proc.stdin.flush()
+
+    def break_transport(self, reconnect_after: float = 0.2) -> None:
+        """Close the client's transport under it, as a lost connection would."""
+        self.send("__break__", {"delay": int(reconnect_after * 1000)})
+
+    def nodes(self) -> list[str]:
+        return [line["data"]["node"] for line in self.lines if line["what"] == "whoami"]
+
+    def connects(self) -> list[dict]:
+        return [line["data"] for line in list(self.lines) if line["what"] == "connect"]
+
+    def connected(self) -> bool:
+        """Whether its last connect is later than its last disconnect."""
+        last = {line["what"]: i for i, line in enumerate(list(self.lines))}
+        return last.get("connect", -1) > last.get("disconnect", -1)
+
+    def events(self, name: str) -> list:
+        return [
+            line["data"]["args"][0]
+            for line in list(self.lines)
+            if line["what"] == "event" and line["data"]["event"] == name
+        ]
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

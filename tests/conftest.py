@@ -23,8 +23,10 @@ class Cluster:
         self.haproxy: HAProxy | None = None
         self.clients: list[RecordingClient] = []
 
-    def start(self, nodes: int = 2, sticky: bool = True, **node_options) -> Cluster:
-        self.redis = RedisServer(self.workdir).start()
+    def start(
+        self, nodes: int = 2, sticky: bool = True, redis_aof: bool = False, **node_options
+    ) -> Cluster:
+        self.redis = RedisServer(self.workdir, aof=redis_aof).start()
         self.nodes = [
             WskNode(self.workdir, f"node{i}", self.redis.url, **node_options).start()
             for i in range(1, nodes + 1)

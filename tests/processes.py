@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,18 +30,20 @@ BIN = Path(sys.executable).parent
 def metric_in(text: str, name: str, default: float | None = None, **labels: str) -> float:
     """The value of one series in Prometheus text, e.g. ``metric_in(t, "x_total", event="a")``.
 
-    A series that is not there is ``default`` (a labelled counter not counted yet is
-    0), or an error when no default is given.
+    Labels match whatever their order. A series that is not there is ``default``
+    (a labelled counter not counted yet is 0), or an error when no default is given.
     """
-    wanted = name + (
-        "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    )
     for line in text.splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.split()[-1])
+        series, _, value = line.rpartition(" ")
+        found, _, rest = series.partition("{")
+        if found != name:
+            continue
+        pairs = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', rest))
+        if pairs == labels:
+            return float(value)
     if default is not None:
         return default
-    raise AssertionError(f"{wanted} not in metrics")
+    raise AssertionError(f"{name}{labels or ''} not in metrics")
 
 
 class StreamTap:

@@ -24,9 +24,9 @@ import socketio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from clients import NODE_DIR, NodeClient
 from conftest import Cluster
 from processes import BIN, wait_until
-from test_node_client import NODE_DIR, NodeClient
 
 
 def wsk_token(key_file: Path, sub: str, rooms: str = "", publish: str = "", ttl: str = "600"):

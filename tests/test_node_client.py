@@ -3,67 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import threading
 import uuid
-from pathlib import Path
 
 import pytest
 
+from clients import NODE_DIR, NodeClient
 from processes import wait_until
-
-NODE_DIR = Path(__file__).parent / "node"
 
 pytestmark = pytest.mark.skipif(
     not (NODE_DIR / "node_modules" / "socket.io-client").is_dir() or not shutil.which("node"),
     reason="socket.io-client is not installed: 'make test' installs it",
 )
-
-
-class NodeClient:
-    """Runs tests/node/client.js and collects the JSON lines it prints."""
-
-    def __init__(
-        self, url: str, transports: str, seconds: float = 30, token: str | None = None
-    ) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "WSK_TEST_TOKEN"}
-        if token is not None:
-            env["WSK_TEST_TOKEN"] = token
-        self.proc = subprocess.Popen(
-            ["node", str(NODE_DIR / "client.js"), url, "/wsk", transports, str(seconds)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: list[dict] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(json.loads(line))
-
-    def send(self, event: str, data) -> None:
-        self.proc.stdin.write(json.dumps({"event": event, "data": data}) + "\n")
-        self.proc.stdin.flush()
-
-    def nodes(self) -> list[str]:
-        return [line["data"]["node"] for line in self.lines if line["what"] == "whoami"]
-
-    def events(self, name: str) -> list:
-        return [
-            line["data"]["args"][0]
-            for line in list(self.lines)
-            if line["what"] == "event" and line["data"]["event"] == name
-        ]
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

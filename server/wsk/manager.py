@@ -82,12 +82,15 @@ class ClusterManager(socketio.Manager):
         stream_max_entries: int = 1_000_000,
         metrics: Metrics | None = None,
         write_only: bool = False,
+        hold_limit: int = 10_000,
     ) -> None:
         super().__init__()
         self.url_for_logs = hide_password(url)
         self.metrics = metrics
         self.write_only = write_only
         self.recovery_window = recovery_window
+        # live events held for one client while it is restored, at most
+        self.hold_limit = hold_limit
         self.writer = redisconn.pool(url)
         self.stream = Stream(
             self.writer,
@@ -106,6 +109,8 @@ class ClusterManager(socketio.Manager):
         self.floors: dict[str, Offset] = {}
         # sid -> pid, for the sessions of this node's clients
         self.pids: dict[str, str] = {}
+        # sessions whose clients left, waiting to be released in Redis
+        self.releasing: list[tuple[str, str, bool]] = []
         # appends waiting for the writer, in the order they were asked for
         self.appending: list[tuple[dict[str, Any], eventlet.event.Event]] = []
         self.flushing = False
@@ -223,10 +228,15 @@ class ClusterManager(socketio.Manager):
             return
         at = self.position or ZERO
         already = room in self.get_rooms(sid, namespace)
+        # in the room from this offset on, with nothing in between: then remembered
         super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         pid = self.pids.get(sid)
         if pid is not None and not already and room != sid:
-            self.sessions.joined(pid, room, at)  # raises when Redis cannot keep it
+            try:
+                self.sessions.joined(pid, room, at)
+            except redis.RedisError:
+                super().leave_room(sid, namespace, room)  # not joined, as the client is told
+                raise
 
     def leave_room(self, sid: str, namespace: str, room: str) -> None:
         if not (self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace)):
@@ -237,7 +247,11 @@ class ClusterManager(socketio.Manager):
         super().leave_room(sid, namespace, room)
         pid = self.pids.get(sid)
         if pid is not None and was_in:
-            self.sessions.left(pid, room, at)
+            try:
+                self.sessions.left(pid, room, at)
+            except redis.RedisError:
+                super().enter_room(sid, namespace, room)  # still in it, as the client is told
+                raise
 
     def close_room(self, room: str, namespace: str) -> None:
         self._append({"method": "close_room", "room": room, "namespace": namespace or "/"})
@@ -322,7 +336,11 @@ class ClusterManager(socketio.Manager):
             if sid in skip:
                 continue
             if holding and sid in holding:
-                holding[sid].append((offset, eio_packets))
+                held = holding[sid]
+                held.append((offset, eio_packets))
+                if len(held) > self.hold_limit:
+                    del holding[sid]  # it cannot catch up: it is sent away to try again
+                    self.server.send_away(eio_sid)
                 continue
             if floors and sid in floors:
                 if offset <= floors[sid]:
@@ -355,11 +373,11 @@ class ClusterManager(socketio.Manager):
 
     def open_session(self, sid: str, owner: str) -> str | None:
         """Keep a new session in Redis; its pid, or None when recovery is off or Redis is away."""
-        if self.sessions is None:
-            return None
+        if self.sessions is None or self.position is None:
+            return None  # no offset to start it from: the stream has not been read yet
         pid = new_pid()
         try:
-            self.sessions.create(pid, sid, owner, self.position or ZERO)
+            self.sessions.create(pid, sid, owner, self.position)
         except redis.RedisError as exc:
             log.warning("cannot keep the session of %s in Redis (%s): it cannot recover", sid, exc)
             return None
@@ -387,6 +405,8 @@ class ClusterManager(socketio.Manager):
             except ValueError as exc:
                 raise RecoveryFailed("bad_offset", str(exc)) from None
             after = max(after, record.created)
+        if after > info["last"]:
+            raise RecoveryFailed("bad_offset", f"{after} is past the stream's last entry")
         if info["trimmed"] > after:
             raise RecoveryFailed("gap", f"the stream no longer holds what followed {after}")
         return record, after
@@ -444,10 +464,20 @@ class ClusterManager(socketio.Manager):
         self.floors.pop(sid, None)
         if pid is None or self.sessions is None:
             return
-        try:
-            self.sessions.release(pid, owner, keep=recoverable)
-        except redis.RedisError as exc:
-            log.warning("cannot release the session of %s in Redis (%s)", sid, exc)
+        # in the background, in batches: a drain ends thousands of sessions at once, and
+        # must not wait on Redis for each (a session Redis does not hear of still lives
+        # its whole time, and a dropped one expires)
+        self.releasing.append((pid, owner, recoverable))
+        if len(self.releasing) == 1:
+            eventlet.spawn_n(self._release_all)
+
+    def _release_all(self) -> None:
+        while self.releasing:
+            batch, self.releasing = self.releasing[:APPEND_BATCH], self.releasing[APPEND_BATCH:]
+            try:
+                self.sessions.release_all(batch)
+            except redis.RedisError as exc:
+                log.warning("cannot release %d sessions in Redis (%s)", len(batch), exc)
 
     def save_data(self, sid: str, data: dict[str, Any]) -> None:
         pid = self.pids.get(sid)

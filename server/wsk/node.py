@@ -44,6 +44,7 @@ class Node:
             recovery_window=config.recovery_window,
             stream_max_entries=config.stream_max_entries,
             metrics=self.metrics,
+            hold_limit=config.client_queue_packets,
         )
         self.sio = SocketIOServer(config, self.metrics, client_manager=self.manager)
         keys = load_keys(config.auth_jwt_key_file) if config.auth != "off" else ()

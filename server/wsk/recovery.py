@@ -157,7 +157,15 @@ class Sessions:
 
     def release(self, pid: str, owner: str, keep: bool) -> None:
         """The owner's client is gone: keep the session ``window`` seconds more, or drop it."""
-        self._release(keys=[self.key(pid)], args=[owner, int(self.window * 1000) if keep else 0])
+        self.release_all([(pid, owner, keep)])
+
+    def release_all(self, ended: list[tuple[str, str, bool]]) -> None:
+        """``release`` for many sessions, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for pid, owner, keep in ended:
+            args = [owner, int(self.window * 1000) if keep else 0]
+            self._release(keys=[self.key(pid)], args=args, client=pipe)
+        pipe.execute()
 
     def renew(self, pids: list[str]) -> None:
         """Keep the sessions of connected clients alive."""

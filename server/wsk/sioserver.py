@@ -50,6 +50,10 @@ class Refused(ValueError):
     """A Socket.IO packet the node does not take."""
 
 
+class TryAgain(Exception):
+    """A client's session cannot be looked up now; it must come back later."""
+
+
 class SocketIOServer(SocketIOHooks):
     """python-socketio's Server on wsk's Engine.IO server, with the checks above and recovery.
 
@@ -114,7 +118,14 @@ class SocketIOServer(SocketIOHooks):
             super().connect_namespace(eio_sid, namespace, auth)
             return
         manager = self.manager
-        restored = self._claim(eio_sid, auth)
+        try:
+            restored = self._claim(eio_sid, auth)
+        except TryAgain:
+            # Redis cannot say now whether the session is there: a new session would
+            # lose it for good. The client is sent away, as a lost connection, and
+            # comes back with its pid once Redis answers.
+            self.send_away(eio_sid)
+            return
         sid = restored[1].sid if restored else None
         if sid is not None and manager.is_connected(sid, namespace):
             # its old connection to this node is still open: the client has left it
@@ -158,9 +169,9 @@ class SocketIOServer(SocketIOHooks):
             try:
                 replayed = manager.replay(sid, eio_sid, record, after, start)
             except Exception as exc:  # Redis went away mid-replay: it cannot be exact
-                log.warning("replay to %s failed (%s); closing it to try again", sid, exc)
+                log.warning("replay to %s failed (%s); it will retry", sid, exc)
                 self.metrics.recoveries.labels("failed", "redis").inc()
-                self.eio.disconnect(eio_sid)
+                self.send_away(eio_sid)  # its session waits for it, as claimed
                 return
             self.metrics.recoveries.labels("succeeded", "").inc()
             self.metrics.replayed.inc(replayed)
@@ -177,10 +188,19 @@ class SocketIOServer(SocketIOHooks):
         try:
             record, after = self.manager.claim_session(auth["pid"], auth.get("offset"), eio_sid)
         except RecoveryFailed as exc:
-            log.info("a client could not recover its session (%s: %s)", exc.reason, exc)
             self.metrics.recoveries.labels("failed", exc.reason).inc()
+            if exc.reason == "redis":
+                log.info("a client's session cannot be looked up now (%s); it will retry", exc)
+                raise TryAgain from None
+            log.info("a client could not recover its session (%s: %s)", exc.reason, exc)
             return None
         return auth["pid"], record, after
+
+    def send_away(self, eio_sid: str) -> None:
+        """Close a client's transport without a word, so that it reconnects (as a drain does)."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None:
+            sock.close(wait=False, abort=True, reason=self.eio.reason.TRANSPORT_CLOSE)
 
     def _refuse(self, eio_sid: str, namespace: str, reason: Any) -> None:
         self.send_socketio_packet(

@@ -11,8 +11,11 @@ cluster has converged; every value comes from the environment:
     WSK_VERIFY_STATS_USER      user and password of the stats port
     WSK_VERIFY_STATS_PASSWORD
     WSK_VERIFY_RELOAD_COMMAND  optional shell command that reloads HAProxy
+    WSK_VERIFY_ROLL_COMMAND    optional shell command that changes the nodes'
+                               configuration, so that every process restarts in turn
 
-The clients are real python-socketio clients. The nodes must send okok
+The clients are python-socketio clients (wsk.client.Client: python-socketio's,
+with ordered events and connection-state recovery). The nodes must send okok
 heartbeats about every second (the demo inventory sets that).
 """
 
@@ -29,7 +32,8 @@ from contextlib import contextmanager
 
 import pytest
 import requests
-import socketio
+
+from wsk.client import Client
 
 URL = os.environ.get("WSK_VERIFY_URL", "http://127.0.0.1:8080")
 PATH = os.environ.get("WSK_VERIFY_PATH", "/wsk")
@@ -42,6 +46,7 @@ STATS_AUTH = (
     os.environ.get("WSK_VERIFY_STATS_PASSWORD", ""),
 )
 RELOAD_COMMAND = os.environ.get("WSK_VERIFY_RELOAD_COMMAND", "")
+ROLL_COMMAND = os.environ.get("WSK_VERIFY_ROLL_COMMAND", "")
 
 WEBSOCKET = ["websocket"]
 POLLING = ["polling"]
@@ -53,14 +58,16 @@ CLIENTS_PER_TEST = 8
 class Probe:
     """A connected Socket.IO client that records what the cluster sends it."""
 
-    def __init__(self, transports: list[str]) -> None:
+    def __init__(self, transports: list[str], reconnection: bool = False) -> None:
         self.transports = transports
-        self.sio = socketio.Client(reconnection=False)
+        self.sio = Client(reconnection=reconnection, reconnection_delay=0.2, randomization_factor=0)
         self.okok: list[dict] = []
         self.messages: list[dict] = []
         self.lock = threading.Lock()
+        self.connects: list[bool] = []  # each connect: whether the session was recovered
         self.sio.on("okok", self._on_okok)
         self.sio.on("message", self._on_message)
+        self.sio.on("connect", lambda: self.connects.append(self.sio.recovered))
 
     # a broadcast carries its stream offset as a last argument (session recovery)
 
@@ -242,3 +249,63 @@ def test_a_haproxy_reload_keeps_open_websockets():
         assert [probe.whoami() for probe in clients] == before
         with probes(WEBSOCKET, count=1) as late:
             assert late[0].whoami()["node"] in PROCESSES
+
+
+@pytest.mark.skipif(not ROLL_COMMAND, reason="WSK_VERIFY_ROLL_COMMAND is not set")
+def test_a_rolling_restart_under_live_clients_loses_and_repeats_nothing():
+    """Every process restarts in turn (a configuration change) while a room is busy."""
+    room = f"roll-{uuid.uuid4().hex[:8]}"
+    clients = [
+        Probe(transports, reconnection=True).connect()
+        for transports in (WEBSOCKET, POLLING, UPGRADING)
+        for _ in range(3)
+    ]
+    publisher = Probe(WEBSOCKET, reconnection=True).connect()
+    acked: list[int] = []
+    running = threading.Event()
+    running.set()
+
+    def publish() -> None:
+        seq = 0
+        while running.is_set():
+            try:
+                ack = publisher.sio.call("publish", {"room": room, "data": {"seq": seq}}, timeout=5)
+            except Exception:  # between two connections: not acknowledged
+                ack = None
+            if ack and "offset" in ack:
+                acked.append(seq)
+            seq += 1
+            time.sleep(0.05)
+
+    try:
+        for probe in clients:
+            assert probe.sio.call("join", {"room": room}, timeout=10)["room"] == room
+        one_per_host(clients)
+        thread = threading.Thread(target=publish, daemon=True)
+        thread.start()
+        time.sleep(2)
+        subprocess.run(shlex.split(ROLL_COMMAND), check=True, timeout=900)
+        wait_for(lambda: all(p.sio.connected for p in clients), 30, "every client back")
+        time.sleep(3)
+        running.clear()
+        thread.join()
+        last = acked[-1]
+
+        def seqs(probe: Probe) -> list[int]:
+            with probe.lock:
+                return [m["data"]["seq"] for m in probe.messages if m["room"] == room]
+
+        wait_for(lambda: all(last in seqs(p) for p in clients), 30, "the last message everywhere")
+        for probe in clients:
+            got = seqs(probe)
+            assert len(got) == len(set(got)), f"{probe.transports}: duplicates"
+            assert got == sorted(got), f"{probe.transports}: out of order"
+            missing = sorted(set(acked) - set(got))
+            assert not missing, f"{probe.transports} missed {missing[:10]}"
+            # each reconnect during the roll came back with its session
+            assert all(probe.connects[1:]), probe.connects
+    finally:
+        running.clear()
+        publisher.close()
+        for probe in clients:
+            probe.close()
