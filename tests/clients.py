@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -58,10 +59,19 @@ class RecordingClient:
             self.disconnects.append(reason)
 
     def connect(
-        self, url: str, path: str = "/wsk", transport: str = "websocket", wait_timeout: float = 5
+        self,
+        url: str,
+        path: str = "/wsk",
+        transport: str = "websocket",
+        wait_timeout: float = 5,
+        auth: Any = None,
     ) -> RecordingClient:
         self.sio.connect(
-            url, socketio_path=path, transports=TRANSPORTS[transport], wait_timeout=wait_timeout
+            url,
+            socketio_path=path,
+            transports=TRANSPORTS[transport],
+            wait_timeout=wait_timeout,
+            auth=auth,
         )
         return self
 
@@ -101,13 +111,19 @@ class NodeClient:
         seconds: float = 30,
         room: str | None = None,
         path: str = "/wsk",
+        token: str | None = None,
     ) -> None:
         argv = ["node", str(NODE_DIR / "client.js"), url, path, transports, str(seconds)]
+        # the connect's auth: {token} (client.js reads it from the environment)
+        env = {k: v for k, v in os.environ.items() if k != "WSK_TEST_TOKEN"}
+        if token is not None:
+            env["WSK_TEST_TOKEN"] = token
         self.proc = subprocess.Popen(
             [*argv, *([room] if room else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         self.transports = transports
         self.lines: list[dict] = []

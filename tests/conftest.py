@@ -34,10 +34,12 @@ class Cluster:
         self.haproxy = HAProxy(self.workdir, self.nodes, sticky=sticky).start()
         return self
 
-    def client(self, transport: str = "websocket", url: str | None = None, **kwargs):
+    def client(
+        self, transport: str = "websocket", url: str | None = None, auth=None, **kwargs
+    ) -> RecordingClient:
         client = RecordingClient(**kwargs)
         self.clients.append(client)
-        return client.connect(url or self.haproxy.url, transport=transport)
+        return client.connect(url or self.haproxy.url, transport=transport, auth=auth)
 
     def node_client(self, node: WskNode, transport: str = "websocket") -> RecordingClient:
         """A client connected to one node directly, without HAProxy."""

@@ -14,9 +14,18 @@ from wsk.transport.versions import TESTED
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = ROOT / "roles" / "socketio"
-# options the role writes from variables of their own (addresses, names, URL), or in
-# each instance's command line (port, name, sid prefix)
-WRITTEN_APART = {"host", "port", "node_name", "redis_url", "cors_origins", "sid_prefix"}
+# options the role writes from variables of their own (addresses, names, URL, the
+# installed key file, a list), or in each instance's command line (port, name, sid prefix)
+WRITTEN_APART = {
+    "host",
+    "port",
+    "node_name",
+    "redis_url",
+    "cors_origins",
+    "auth_jwt_key_file",
+    "anonymous_rooms",
+    "sid_prefix",
+}
 
 
 def role_yaml(path: str) -> dict:

@@ -15,10 +15,20 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from wsk import options
-from wsk.options import Option
+from wsk import auth, options
+from wsk.options import Option, OptionError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _key_file(raw: str) -> str:
+    """A key file wsk-server can verify tokens with (``wsk.auth.load_keys``)."""
+    path = options.text(raw)
+    try:
+        auth.load_keys(path)
+    except auth.BadKey as exc:
+        raise OptionError(str(exc)) from None
+    return path
 
 
 def _option(default: Any, convert: Callable[[str], Any], help: str) -> Any:
@@ -93,6 +103,22 @@ class Config:
     client_max_rooms: int = _option(
         100, options.non_negative_integer, "rooms one client may be in at once (0: no limit)"
     )
+    auth: str = _option(
+        "off",
+        options.choice(*auth.MODES),
+        "client tokens (JWT in the connect's auth): off, optional or required",
+    )
+    auth_jwt_key_file: str = _option(
+        "",
+        _key_file,
+        "file with the HS256 secret, or the PEM public key (RS256, ES256), tokens are checked with",
+    )
+    anonymous_rooms: str | tuple[str, ...] = _option(
+        "",
+        options.patterns,
+        "with --auth optional, rooms a client without a token may join and publish into "
+        "(comma-separated shell-style patterns)",
+    )
     recovery_window: float = _option(
         120.0,
         options.seconds,
@@ -141,6 +167,10 @@ def load_config(
     )
     if not values["node_name"]:
         values["node_name"] = f"{socket.gethostname()}:{values['port']}"
+    if values["auth"] != "off" and not values["auth_jwt_key_file"]:
+        options.fail("wsk-server", f"--auth {values['auth']} needs --auth-jwt-key-file")
+    if values["anonymous_rooms"] and values["auth"] != "optional":
+        options.fail("wsk-server", "--anonymous-rooms applies only with --auth optional")
     return Config(**values)
 
 

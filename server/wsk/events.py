@@ -6,6 +6,13 @@ second, ``--client-event-burst`` at once): past it, the event is answered
 refused events outrun the rate by a whole burst, is disconnected. ``join`` also
 meets ``--client-max-rooms``. Each refusal is counted (``wsk_events_refused_total``,
 ``wsk_clients_dropped_total``) and logged once per streak, not once per event.
+
+With ``--auth`` a connect must bring a token (``wsk.auth``): one refused gets
+Socket.IO's connect_error with a short reason (``unauthorized: token expired``),
+one log line and one count in ``wsk_auth_refused_total{reason}``. ``join`` and
+``publish`` then check the client's grant: a refusal is the ack
+``{error: "forbidden: ..."}``, counted as ``wsk_events_refused_total{reason="forbidden"}``,
+and the client stays connected.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from socketio import exceptions as sio_exceptions
+
+from wsk.auth import Authenticator, Grant, Unauthorized
 from wsk.config import Config
 from wsk.manager import NotDelivered
 from wsk.metrics import Metrics, event_label
@@ -100,10 +110,21 @@ class EventLimit:
         self.buckets.pop(sid, None)
 
 
-def register(sio: SocketIOServer, config: Config, metrics: Metrics) -> None:
+def register(
+    sio: SocketIOServer, config: Config, metrics: Metrics, authenticator: Authenticator
+) -> None:
     """Attach the node's event handlers to ``sio``."""
     node_name = config.node_name
     limit = EventLimit(config.client_event_rate, config.client_event_burst)
+    # what each connected client may do, by sid
+    grants: dict[str, Grant] = {}
+    nothing = Grant(user=None, rooms=(), publish=())
+
+    def forbidden(event: str, sid: str, what: str) -> dict[str, str]:
+        metrics.events_refused.labels("forbidden").inc()
+        grant = grants.get(sid, nothing)
+        log.info("%s from %s (user %s) refused: %s", event, sid, grant.user, what)
+        return {"error": f"forbidden: {what}"}
 
     def over_limit(event: str, sid: str) -> dict[str, str] | None:
         """The answer to an event past the client's rate, or None to handle it."""
@@ -144,15 +165,24 @@ def register(sio: SocketIOServer, config: Config, metrics: Metrics) -> None:
     @sio.on("connect")
     def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         metrics.events_in.labels("connect").inc()
+        try:
+            grant = authenticator.grant(auth)
+        except Unauthorized as exc:
+            metrics.auth_refused.labels(exc.reason).inc()
+            log.info("client %s from %s refused: %s", sid, _peer(environ), exc.message)
+            raise sio_exceptions.ConnectionRefusedError(exc.message) from None
+        grants[sid] = grant
         metrics.connected_clients.inc()
         how = "recovered its session" if sid in sio.recovering else "connected"
-        log.info("client %s %s from %s", sid, how, _peer(environ))
+        user = f" as user {grant.user!r}" if grant.user else ""
+        log.info("client %s %s from %s%s", sid, how, _peer(environ), user)
 
     @sio.on("disconnect")
     def disconnect(sid: str, reason: Any = None) -> None:
         metrics.events_in.labels("disconnect").inc()
         metrics.connected_clients.dec()
         limit.forget(sid)
+        grants.pop(sid, None)
         log.info("client %s disconnected (%s)", sid, reason)
         sio.session_ended(sid, reason)
 
@@ -163,8 +193,8 @@ def register(sio: SocketIOServer, config: Config, metrics: Metrics) -> None:
         log.info("test000 from %s: %s", sid, preview(data))
 
     @handler("whoami")
-    def whoami(sid: str, *_: Any) -> dict[str, str]:
-        return {"node": node_name, "sid": sid}
+    def whoami(sid: str, *_: Any) -> dict[str, str | None]:
+        return {"node": node_name, "sid": sid, "user": grants.get(sid, nothing).user}
 
     # An acknowledgement is a promise: join and leave answer once the client's session
     # remembers the room (when it may recover), publish once the message is in the
@@ -173,6 +203,8 @@ def register(sio: SocketIOServer, config: Config, metrics: Metrics) -> None:
     @handler("join")
     def join(sid: str, data: Any = None, *_: Any) -> dict[str, str]:
         room = room_of(data, required=True)
+        if not grants.get(sid, nothing).may_join(room):
+            return forbidden("join", sid, f"may not join room {room!r}")
         rooms = sio.rooms(sid)
         # a client is always in the room of its own sid, which does not count
         if config.client_max_rooms and room not in rooms and len(rooms) > config.client_max_rooms:
@@ -199,6 +231,9 @@ def register(sio: SocketIOServer, config: Config, metrics: Metrics) -> None:
         room = room_of(data, required=False)
         if "data" not in data:
             raise BadRequest("payload must have a data field")
+        if not grants.get(sid, nothing).may_publish(room):
+            what = "every client" if room is None else f"room {room!r}"
+            return forbidden("publish", sid, f"may not publish to {what}")
         message = {"from": sid, "node": node_name, "room": room, "data": data["data"]}
         try:
             offset = sio.manager.emit("message", message, namespace="/", room=room)

@@ -16,6 +16,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from wsk import __version__
+from wsk.auth import REASONS as auth_reasons
 
 # Event names come from clients: only these get a label of their own, so that a
 # client cannot grow the metrics without bound by inventing event names.
@@ -99,10 +100,21 @@ class Metrics:
         self.events_refused = Counter(
             "wsk_events_refused",
             "Events answered with an error for going past a per-client limit: rate "
-            "(--client-event-rate), rooms (--client-max-rooms).",
+            "(--client-event-rate), rooms (--client-max-rooms), forbidden (a join or "
+            "publish the client's token, or --anonymous-rooms, does not allow).",
             ["reason"],
             registry=self.registry,
         )
+        self.auth_refused = Counter(
+            "wsk_auth_refused",
+            "Connects refused for their token (--auth), by reason: "
+            + ", ".join(auth_reasons)
+            + ".",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in auth_reasons:
+            self.auth_refused.labels(reason)
         self.heartbeats = Counter(
             "wsk_heartbeats_sent",
             "okok heartbeats this node broadcast to the cluster.",

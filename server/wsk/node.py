@@ -17,6 +17,7 @@ import eventlet
 
 from wsk import events
 from wsk.app import NodeApp
+from wsk.auth import Authenticator, load_keys
 from wsk.config import Config
 from wsk.health import RedisMonitor
 from wsk.heartbeat import private_ipv4, run_heartbeat
@@ -46,7 +47,9 @@ class Node:
             hold_limit=config.client_queue_packets,
         )
         self.sio = SocketIOServer(config, self.metrics, client_manager=self.manager)
-        events.register(self.sio, config, self.metrics)
+        keys = load_keys(config.auth_jwt_key_file) if config.auth != "off" else ()
+        self.authenticator = Authenticator(config.auth, keys, config.anonymous_rooms or ())
+        events.register(self.sio, config, self.metrics, self.authenticator)
         self.monitor = RedisMonitor(config.redis_url, config.redis_url_for_logs, self.metrics)
         self.app = NodeApp(config, self.sio, self.monitor, self.metrics)
         self.host_ip = private_ipv4(urlsplit(config.redis_url).hostname)
@@ -62,7 +65,8 @@ class Node:
             (config.host, config.port), backlog=config.backlog, reuse_port=False
         )
         log.info(
-            "node %s (%s) serving Socket.IO at %s on %s:%d, Redis %s, cluster %r, recovery %s",
+            "node %s (%s) serving Socket.IO at %s on %s:%d, Redis %s, cluster %r, recovery %s, "
+            "auth %s",
             config.node_name,
             self.host_ip,
             config.path,
@@ -71,6 +75,10 @@ class Node:
             config.redis_url_for_logs,
             config.channel,
             f"{config.recovery_window:g} s" if config.recovery_window else "off",
+            config.auth
+            if config.auth == "off"
+            else f"{config.auth} ({len(self.authenticator.keys)} keys: "
+            f"{', '.join(self.authenticator.algorithms)})",
         )
         self.monitor.check()
         eventlet.spawn(self.monitor.run)

@@ -234,3 +234,12 @@ def choice(*allowed: str) -> Callable[[str], str]:
         return value
 
     return convert
+
+
+def patterns(raw: str) -> tuple[str, ...]:
+    """Comma-separated shell-style patterns (``chat.*,news``); none when empty."""
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        if any(c.isspace() for c in item):
+            raise OptionError(f"{item!r}: a pattern has no spaces")
+    return items

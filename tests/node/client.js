@@ -3,7 +3,8 @@
 // TRANSPORTS is websocket, polling or polling,websocket. Each connect is reported with
 // whether the session was recovered, and followed by a whoami (and a join of ROOM,
 // unless the session came back with its rooms); every event received is printed; the
-// process exits after SECONDS.
+// process exits after SECONDS. WSK_TEST_TOKEN, when set, is sent as the connect's auth:
+// {token}.
 const readline = require("node:readline");
 const { io } = require("socket.io-client");
 
@@ -18,6 +19,7 @@ const socket = io(url, {
   randomizationFactor: 0,
   // keeps cookies in Node, so that the sticky-session cookie goes with every poll
   withCredentials: true,
+  ...(process.env.WSK_TEST_TOKEN ? { auth: { token: process.env.WSK_TEST_TOKEN } } : {}),
 });
 
 socket.on("connect", () => {

@@ -71,11 +71,13 @@ class Probe:
         self.sio.on("message", self._on_message)
         self.sio.on("connect", lambda: self.connects.append(self.sio.recovered))
 
-    def _on_okok(self, data: dict) -> None:
+    # a broadcast carries its stream offset as a last argument (session recovery)
+
+    def _on_okok(self, data: dict, *_offset: str) -> None:
         with self.lock:
             self.okok.append(data)
 
-    def _on_message(self, data: dict) -> None:
+    def _on_message(self, data: dict, *_offset: str) -> None:
         with self.lock:
             self.messages.append(data)
 

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import requests
 import socketio
 
 from wsk import options
-from wsk.options import Option
+from wsk.options import Option, OptionError
 
 # wsk.client reaches python-socketio through wsk.transport.internals, which
 # imports eventlet (not used here): its notice is for new projects
@@ -24,6 +25,19 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 from wsk.client import Client as RecoveringClient  # noqa: E402
 
 TRANSPORTS = {"websocket": ["websocket"], "polling": ["polling"], "both": ["polling", "websocket"]}
+
+
+def _ca_file(raw: str) -> str:
+    """A PEM file of CA certificates that can be read."""
+    path = raw.strip()
+    try:
+        with open(path, "rb") as pem:
+            if b"-----BEGIN CERTIFICATE-----" not in pem.read():
+                raise OptionError("the file holds no PEM certificate")
+    except OSError as exc:
+        raise OptionError(f"cannot read it ({exc.strerror})") from None
+    return path
+
 
 CLIENT_OPTIONS = (
     Option("path", options.url_path, "/wsk", "Socket.IO path on the server"),
@@ -42,6 +56,13 @@ CLIENT_OPTIONS = (
         "exit 1 after this many seconds without a connection (0: never)",
     ),
     Option("duration", options.seconds, 0.0, "exit 0 after this many seconds (0: run until ^C)"),
+    Option("token", options.text, None, "a JWT to connect with, sent as the auth {token}"),
+    Option(
+        "ca_file",
+        _ca_file,
+        None,
+        "PEM file of the CA to trust for https:// (default: the system's CAs)",
+    ),
 )
 
 
@@ -88,6 +109,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return client.run()
 
 
+class CaSession(requests.Session):
+    """A requests session that trusts one CA file, whatever REQUESTS_CA_BUNDLE says.
+
+    python-engineio sends its long-polling requests through the session and hands
+    the session's ``verify`` to its websocket as ``ca_certs``. requests itself
+    prefers REQUESTS_CA_BUNDLE to a session's ``verify`` unless each request
+    names it, which this does.
+    """
+
+    def __init__(self, ca_file: str) -> None:
+        super().__init__()
+        self.verify = ca_file
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("verify", self.verify)
+        return super().request(*args, **kwargs)
+
+
 class Client:
     """A Socket.IO client that reconnects on its own and reports what it sees."""
 
@@ -100,6 +139,8 @@ class Client:
         room: str | None,
         max_disconnected: float,
         duration: float,
+        ca_file: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.url = url
         self.path = path
@@ -108,11 +149,16 @@ class Client:
         self.room = room
         self.max_disconnected = max_disconnected
         self.duration = duration
+        self.auth = {"token": token} if token else None
         self.disconnected_since = time.monotonic()
         self.connected = threading.Event()
-        self.sio = RecoveringClient(reconnection=True, reconnection_delay_max=5)
+        session = CaSession(ca_file) if ca_file else requests.Session()
+        self.sio = RecoveringClient(
+            reconnection=True, reconnection_delay_max=5, http_session=session
+        )
         self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
+        self.sio.on("connect_error", self.on_connect_error)
         self.sio.on("*", self.on_event)
 
     def on_connect(self) -> None:
@@ -122,6 +168,10 @@ class Client:
         self.sio.emit("whoami", callback=lambda answer: say("whoami", _dump(answer)))
         if self.room:
             self.sio.emit("join", {"room": self.room}, callback=lambda a: say("join", _dump(a)))
+
+    def on_connect_error(self, data: Any = None) -> None:
+        message = data.get("message") if isinstance(data, dict) else data
+        say("refused:", message)
 
     def on_disconnect(self, reason: Any = None) -> None:
         self.connected.clear()
@@ -164,7 +214,11 @@ class Client:
         say("connecting to", self.url + self.path, "with", "+".join(self.transports))
         try:
             self.sio.connect(
-                self.url, socketio_path=self.path, transports=self.transports, retry=True
+                self.url,
+                socketio_path=self.path,
+                transports=self.transports,
+                auth=self.auth,
+                retry=True,
             )
         except socketio.exceptions.ConnectionError as exc:
             say("cannot connect:", exc)
