@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import eventlet
@@ -124,15 +125,41 @@ class ClusterManager(socketio.Manager):
             self.server.start_background_task(self._watch)
 
     def pre_connect(self, eio_sid: str, namespace: str, sid: str | None = None) -> str | None:
-        """python-socketio's, and a restored session keeps the sid it had."""
-        if sid is None:
-            return super().pre_connect(eio_sid, namespace)
+        """python-socketio's, without a room of its own for the client; a restored session
+        keeps the sid it had.
+
+        python-socketio puts every client in a room named after its sid, a bidict
+        for each client (about 400 bytes). The sid is in the namespace's table
+        already: ``get_participants`` and ``get_rooms`` answer for sid rooms from it.
+        """
         if self.sid_from_eio_sid(eio_sid, namespace) is not None:
             return None  # this connection is in the namespace already
+        sid = sid or self.server.eio.generate_id()
         self.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)
-        self.basic_enter_room(sid, namespace, sid, eio_sid=eio_sid)
         self.pending_connect.setdefault(namespace, []).append(sid)
         return sid
+
+    def get_participants(self, namespace: str, room: Any) -> Iterator[tuple[str, str]]:
+        clients = self.rooms.get(namespace, {}).get(None)
+        if clients is None:
+            return
+        rooms = room if isinstance(room, list | tuple) else [room]
+        if room is not None and any(one in clients for one in rooms):
+            found = {}
+            for one in rooms:
+                if one in clients:  # the room of a client's own sid
+                    found[one] = clients[one]
+                else:
+                    found.update(self.rooms[namespace].get(one, {}))
+            yield from found.items()
+            return
+        yield from super().get_participants(namespace, room)
+
+    def get_rooms(self, sid: str, namespace: str) -> list[str]:
+        rooms = super().get_rooms(sid, namespace)
+        if sid in self.rooms.get(namespace, {}).get(None, {}):
+            rooms.append(sid)
+        return rooms
 
     # -- writing
 
@@ -226,6 +253,8 @@ class ClusterManager(socketio.Manager):
         if not (self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace)):
             self._append({"method": "enter_room", "sid": sid, "room": room, "namespace": namespace})
             return
+        if room == sid:
+            return  # a client is in the room of its own sid without one (pre_connect)
         at = self.position or ZERO
         already = room in self.get_rooms(sid, namespace)
         # in the room from this offset on, with nothing in between: then remembered

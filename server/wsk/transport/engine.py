@@ -22,10 +22,12 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import eventlet
+import eventlet.event
 import eventlet.queue
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
@@ -54,33 +56,70 @@ POST_SLICE = 100
 SWEEP_SLICE = 1000
 
 
-class SessionQueue(eventlet.queue.Queue):
-    """An Engine.IO session's packet queue: it counts what it holds and tells its websocket.
+class SessionQueue:
+    """An Engine.IO session's packet queue: small while empty, counting what it holds.
 
-    ``put`` (python-engineio's ``Socket.send`` and ``close``, and wsk's fan-out)
-    adds; ``take`` (wsk's writers and polls, the only readers) removes.
+    It stands where python-engineio puts an eventlet ``Queue`` (a deque, two sets,
+    a condition and an event: about 1.5 KiB for every client). Here an empty queue
+    is three slots: its deque exists only while packets wait, and an event only
+    while a long-polling request waits for one. ``put`` (python-engineio's
+    ``Socket.send`` and ``close``, and wsk's fan-out) adds; ``take`` (wsk's writers
+    and polls, its only readers) removes.
     """
 
-    on_put: Callable[[], None] | None = None
-    on_overflow: Callable[[int, int], None] | None = None
-    size = 0  # bytes queued, roughly: the length of each packet's data
+    __slots__ = ("items", "on_overflow", "on_put", "size", "waiter")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.items: deque[Any] | None = None
+        self.waiter: eventlet.event.Event | None = None
+        self.on_put: Callable[[], None] | None = None
+        self.on_overflow: Callable[[int, int], None] | None = None
+        self.size = 0  # bytes queued, roughly: the length of each packet's data
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
+        if self.items is None:
+            self.items = deque()
+        self.items.append(item)
         if item is not None:
             self.size += _size(item)
             if self.on_overflow is not None:
-                self.on_overflow(self.qsize(), self.size)
+                self.on_overflow(len(self.items), self.size)
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.ready():
+            waiter.send()
         if self.on_put is not None:
             self.on_put()
 
+    def qsize(self) -> int:
+        return len(self.items) if self.items else 0
+
     def take(self, timeout: float | None = None) -> Any:
-        """The next item; waits up to ``timeout`` (None: not at all, raising Empty)."""
-        item = self.get(block=False) if timeout is None else self.get(timeout=timeout)
-        self.task_done()
+        """The next item; waits up to ``timeout`` (None: not at all), else raises Empty."""
+        if not self.items:
+            if timeout is None:
+                raise eventlet.queue.Empty
+            self.waiter = eventlet.event.Event()
+            eventlet.with_timeout(timeout, self.waiter.wait, timeout_value=None)
+            self.waiter = None
+            if not self.items:
+                raise eventlet.queue.Empty
+        item = self.items.popleft()
+        if not self.items:
+            self.items = None  # an idle client keeps no deque
         if item is not None:
             self.size -= _size(item)
         return item
+
+    def task_done(self) -> None:
+        """python-engineio's Queue API; nothing waits on it here."""
+
+    def join(self) -> None:
+        """python-engineio's ``close(wait=True)``: wait until the queue is drained."""
+        while self.items:
+            eventlet.sleep(0.01)
+
+    def empty(self) -> bool:
+        return not self.items
 
 
 def _size(item: Any) -> int:
@@ -406,10 +445,25 @@ class EngineServer(EngineIOHooks):
                 eventlet.sleep(0)  # let the others run during a long sweep
 
 
+# what of a request's environ a session keeps: who the client is, and how it asked
+SESSION_ENVIRON = (
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "REQUEST_METHOD",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_ORIGIN",
+    "HTTP_USER_AGENT",
+)
+
+
 def session_environ(environ: dict[str, Any]) -> dict[str, Any]:
-    """The part of a request's environ a session keeps: its strings (CGI variables, headers).
+    """The part of a request's environ a session keeps (``SESSION_ENVIRON``).
 
     python-socketio keeps the environ of a session's first request for the whole
-    session; the request's file objects would keep its connection's buffers.
+    session, and hands it to the connect handler of each namespace. All of it,
+    headers and the request's file objects, is 2 KiB and more for every client,
+    and the files keep the connection's buffers alive.
     """
-    return {key: value for key, value in environ.items() if isinstance(value, str)}
+    return {key: environ[key] for key in SESSION_ENVIRON if key in environ}

@@ -80,6 +80,10 @@ eventlet
     ``FdListener.greenlet``
         the greenlet eventlet signals when a watched socket is closed under it; a
         websocket transport has none of its own, and the hub stands in.
+    ``GreenSocket.fd``, and ``GreenSocket.close`` as ``__del__`` calls it
+        a websocket keeps only the OS socket under eventlet's green one (whose
+        cached methods cost about 1 KiB a client); the green one, once collected,
+        would close the OS socket with it.
 """
 
 from __future__ import annotations
@@ -266,6 +270,17 @@ class SocketIOClientHooks(socketio.Client):
 def response_sent_elsewhere() -> None:
     """Tell eventlet's request handler that this request's response went out another way."""
     eventlet.wsgi.WSGI_LOCAL.already_handled = True
+
+
+def unwrap(sock: Any) -> Any:
+    """The OS socket under an eventlet GreenSocket, which may now be let go without closing it."""
+    raw = sock.fd
+    sock.close = _keep_open  # what GreenSocket.__del__ calls
+    return raw
+
+
+def _keep_open() -> None:
+    pass
 
 
 def hand_listener_to_hub(listener: Any) -> None:

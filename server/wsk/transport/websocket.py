@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ import eventlet
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from eventlet import greenio
-from eventlet.hubs import get_hub
+from eventlet.hubs import get_hub, notify_close, trampoline
 from eventlet.hubs.hub import READ
 
 from wsk.transport import eio3, internals, packets
@@ -140,7 +141,6 @@ class Transport:
         "release",
         "server",
         "session",
-        "sock",
         "state",
         "writing",
     )
@@ -154,9 +154,9 @@ class Transport:
     ) -> None:
         self.server = server
         self.session = session
-        self.sock = sock
-        # the non-blocking OS socket under eventlet's green one
-        self.raw = sock.fd
+        # the non-blocking OS socket under eventlet's green one, which is let go: its
+        # cached methods and buffers cost an idle client about 1 KiB
+        self.raw = internals.unwrap(sock)
         self.release = release
         self.state = PROBING if session.connected else OPEN
         self.listener: Any = None
@@ -178,9 +178,6 @@ class Transport:
         sent after its request before it had the answer.
         """
         session = self.session
-        # a client that vanishes is found by the ping timeout; a writer must not
-        # wait longer than that on a client that stopped reading
-        self.sock.settimeout(self.server.ping_interval + self.server.ping_timeout)
         session.transport = self
         if self.state is PROBING:
             session.upgrading = True  # packets wait in the queue while the upgrade runs
@@ -234,8 +231,12 @@ class Transport:
             session.transport = None
             session.queue.on_put = None
         self.pending = self.inbuf = self.fragments = self.control = None
-        greenio.shutdown_safe(self.sock)
-        self.sock.close()
+        raw = self.raw
+        # wake a writer waiting on the socket (it sees it closed), then close it
+        notify_close(raw.fileno())
+        with contextlib.suppress(OSError):
+            raw.shutdown(socket.SHUT_RDWR)
+        raw.close()
         self.release()
 
     def _listen(self) -> None:
@@ -470,7 +471,7 @@ class Transport:
                         size += len(data)
                 if not chunks:
                     break
-                self.sock.sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                self._sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                 chunks = []
                 size = 0
                 self.control_in_flight = 0
@@ -480,6 +481,24 @@ class Transport:
             self.lost(f"write failed: {exc}")
         finally:
             self.writing = False
+
+    def _sendall(self, data: bytes) -> None:
+        """Write all of ``data``, waiting in the hub while the client's buffer is full.
+
+        A client that vanishes is found by the ping timeout; a writer does not wait
+        longer than that on one that stopped reading (it raises, and the transport
+        is lost).
+        """
+        view = memoryview(data)
+        patience = self.server.ping_interval + self.server.ping_timeout
+        while view:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                view = view[self.raw.send(view) :]
+            if view:
+                trampoline(self.raw, write=True, timeout=patience, timeout_exc=_WRITE_TIMEOUT)
+
+
+_WRITE_TIMEOUT = TimeoutError("the client did not read for the whole ping timeout")
 
 
 def frame_of(pkt: eio_packet.Packet) -> Frame:
