@@ -401,15 +401,23 @@ class ClusterManager(socketio.Manager):
     # -- sessions
 
     def open_session(self, sid: str, owner: str) -> str | None:
-        """Keep a new session in Redis; its pid, or None when recovery is off or Redis is away."""
-        if self.sessions is None or self.position is None:
-            return None  # no offset to start it from: the stream has not been read yet
+        """Keep a new session in Redis; its pid, or None when recovery is off.
+
+        With recovery on, every client gets a pid, which tells it that events carry
+        offsets; a session Redis could not keep (Redis away, or the stream not read
+        yet) just cannot be recovered later (``unknown_session``).
+        """
+        if self.sessions is None:
+            return None
         pid = new_pid()
+        if self.position is None:
+            log.warning("the session of %s cannot recover: the stream was not read yet", sid)
+            return pid
         try:
             self.sessions.create(pid, sid, owner, self.position)
         except redis.RedisError as exc:
             log.warning("cannot keep the session of %s in Redis (%s): it cannot recover", sid, exc)
-            return None
+            return pid
         self.pids[sid] = pid
         return pid
 
