@@ -97,6 +97,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.idle_connections_closed = Counter(
+            "wsk_idle_connections_closed",
+            "Keep-alive connections closed for waiting longer than --request-timeout for "
+            "their next request (HAProxy's idle pool, say): not refusals.",
+            registry=self.registry,
+        )
         self.events_refused = Counter(
             "wsk_events_refused",
             "Events answered with an error for going past a per-client limit: rate "

@@ -145,6 +145,7 @@ class Protocol(eventlet.wsgi.HttpProtocol):
 
     conn_state: Connection
     deadline: Deadline | None = None
+    served = 0  # requests this connection has had answered
 
     def handle_one_request(self) -> None:
         server = self.server
@@ -152,6 +153,7 @@ class Protocol(eventlet.wsgi.HttpProtocol):
         self.deadline = deadline = Deadline(seconds)
         try:
             super().handle_one_request()
+            self.served += 1
         except eventlet.Timeout as exc:
             if not deadline.passed(exc):
                 raise
@@ -160,13 +162,23 @@ class Protocol(eventlet.wsgi.HttpProtocol):
             deadline.met()
 
     def _timed_out(self, seconds: float) -> None:
-        """Tell a client that did not send its request in time, and close its connection."""
+        """Tell a client that did not send its request in time, and close its connection.
+
+        A keep-alive connection that was only idle after its last answer (HAProxy
+        keeps some ready) is closed without a word: a 408 there could be read as
+        the answer to a request that crosses it.
+        """
         self.close_connection = 1
         if self.conn_state.detached:
             return
+        metrics = self.server.metrics
+        if self.served and not self._started_another():
+            log.debug("closing an idle keep-alive connection after %g s", seconds)
+            if metrics is not None:
+                metrics.idle_connections_closed.inc()
+            return
         peer = self.client_address[0] if self.client_address else "?"
         log.info("closing a connection from %s: no complete request within %g s", peer, seconds)
-        metrics = self.server.metrics
         if metrics is not None:
             metrics.connections_refused.labels("request_timeout").inc()
         with contextlib.suppress(OSError):
@@ -174,6 +186,14 @@ class Protocol(eventlet.wsgi.HttpProtocol):
             self.connection.send(
                 b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
             )
+
+    def _started_another(self) -> bool:
+        """Whether any byte of a next request arrived (what the request reader holds)."""
+        try:
+            self.connection.setblocking(False)
+            return bool(self.rfile.peek(1))
+        except (OSError, ValueError):
+            return False
 
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
