@@ -355,6 +355,37 @@ def test_slow_and_silent_connections_cannot_hold_a_full_node(node):
     assert "no complete request within 2 s" in node.log()
 
 
+def test_an_idle_keep_alive_connection_is_closed_quietly_and_counted(node):
+    """Was: an idle keep-alive connection (HAProxy keeps some) got a 408 and counted as refused.
+
+    A 408 there can be read as the answer to a request that crosses it; a request
+    that has started and stalls still gets its 408.
+    """
+    idle_before = counted(node, "wsk_idle_connections_closed_total")
+    refused_before = counted(node, "wsk_connections_refused_total", reason="request_timeout")
+    with (
+        socket.create_connection((LOOPBACK, node.port)) as idle,
+        socket.create_connection((LOOPBACK, node.port)) as stalled,
+    ):
+        request = b"GET /healthz HTTP/1.1\r\nHost: wsk\r\n\r\n"
+        for sock in (idle, stalled):
+            sock.settimeout(10)
+            sock.sendall(request)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        stalled.sendall(b"GET /healthz HTTP/1.1\r\n")  # a second request that never ends
+        assert idle.recv(4096) == b""  # closed at the deadline, with no answer
+        assert stalled.recv(4096).startswith(b"HTTP/1.1 408")
+    wait_until(
+        lambda: counted(node, "wsk_idle_connections_closed_total") == idle_before + 1,
+        5,
+        what="the idle close counted",
+    )
+    assert (
+        counted(node, "wsk_connections_refused_total", reason="request_timeout")
+        == refused_before + 1
+    )
+
+
 def test_a_full_node_answers_its_health_check_at_once(node):
     """Was: a full node left /healthz in its listen backlog; HAProxy could not tell."""
     held = [

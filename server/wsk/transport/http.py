@@ -151,6 +151,7 @@ class Protocol(eventlet.wsgi.HttpProtocol):
         server = self.server
         seconds = OVERFLOW_DEADLINE if self.conn_state.overflow else server.config.request_timeout
         self.deadline = deadline = Deadline(seconds)
+        self.raw_requestline = b""  # http.server's: the request line, once read
         try:
             super().handle_one_request()
             self.served += 1
@@ -188,7 +189,10 @@ class Protocol(eventlet.wsgi.HttpProtocol):
             )
 
     def _started_another(self) -> bool:
-        """Whether any byte of a next request arrived (what the request reader holds)."""
+        """Whether any byte of a next request arrived: its request line, or what the
+        request reader holds of it."""
+        if self.raw_requestline:
+            return True
         try:
             self.connection.setblocking(False)
             return bool(self.rfile.peek(1))
