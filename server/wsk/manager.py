@@ -27,13 +27,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import eventlet
-import eventlet.event
 import redis
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from wsk import redisconn
+from wsk.batches import Batches
 from wsk.config import hide_password
 from wsk.metrics import Metrics, event_label
 from wsk.recovery import Record, Sessions, new_pid
@@ -110,11 +110,14 @@ class ClusterManager(socketio.Manager):
         self.floors: dict[str, Offset] = {}
         # sid -> pid, for the sessions of this node's clients
         self.pids: dict[str, str] = {}
-        # sessions whose clients left, waiting to be released in Redis
-        self.releasing: list[tuple[str, str, bool]] = []
-        # appends waiting for the writer, in the order they were asked for
-        self.appending: list[tuple[dict[str, Any], eventlet.event.Event]] = []
-        self.flushing = False
+        # Redis writes, each kind batched in the order it was asked for: appends (the
+        # order of a client's events is their order in the stream), new sessions, and
+        # the sessions of clients that left
+        self.appends: Batches[dict[str, Any]] = Batches(self._append_now, APPEND_BATCH)
+        self.creates: Batches[tuple[str, str, str, Offset]] = Batches(
+            self._create_now, APPEND_BATCH
+        )
+        self.releases: Batches[tuple[str, str, bool]] = Batches(self._release_now, APPEND_BATCH)
 
     # -- starting
 
@@ -205,36 +208,19 @@ class ClusterManager(socketio.Manager):
     def _append(self, message: dict[str, Any]) -> Offset:
         """Append to the stream in the order of the calls; the offset, or NotDelivered.
 
-        A node's appends go out in batches, one round trip each, from one greenlet:
-        the order in which a client's events were handled is the order of their
-        messages in the stream (a pool of connections would let them overtake each
-        other), and a burst costs few round trips.
+        A node's appends go out in batches, one round trip each, from one greenlet
+        (``wsk.batches``): the order in which a client's events were handled is the
+        order of their messages in the stream (a pool of connections would let them
+        overtake each other), and a burst costs few round trips.
         """
-        if self.write_only:
-            result = self._append_now([message])[0]
-        else:
-            waiter = eventlet.event.Event()
-            self.appending.append((message, waiter))
-            if not self.flushing:
-                self.flushing = True
-                eventlet.spawn_n(self._flush)
-            result = waiter.wait()
+        write_now = self.write_only  # wsk-emit: one message, nothing to batch
+        result = self._append_now([message])[0] if write_now else self.appends.submit(message)
         if isinstance(result, Exception):
             log.error("Cannot append to the stream at %s: %s", self.url_for_logs, result)
             if self.metrics is not None:
                 self.metrics.redis_publish_failures.inc()
             raise NotDelivered(f"Redis at {self.url_for_logs} did not take it: {result}")
         return result
-
-    def _flush(self) -> None:
-        try:
-            while self.appending:
-                batch, self.appending = self.appending[:APPEND_BATCH], self.appending[APPEND_BATCH:]
-                results = self._append_now([message for message, _ in batch])
-                for (_, waiter), result in zip(batch, results, strict=True):
-                    waiter.send(result)
-        finally:
-            self.flushing = False
 
     def _append_now(self, messages: list[dict[str, Any]]) -> list[Offset | Exception]:
         try:
@@ -413,13 +399,19 @@ class ClusterManager(socketio.Manager):
         if self.position is None:
             log.warning("the session of %s cannot recover: the stream was not read yet", sid)
             return pid
-        try:
-            self.sessions.create(pid, sid, owner, self.position)
-        except redis.RedisError as exc:
-            log.warning("cannot keep the session of %s in Redis (%s): it cannot recover", sid, exc)
+        # connects that arrive together share one round trip
+        failed = self.creates.submit((pid, sid, owner, self.position))
+        if isinstance(failed, Exception):
+            log.warning(
+                "cannot keep the session of %s in Redis (%s): it cannot recover", sid, failed
+            )
             return pid
         self.pids[sid] = pid
         return pid
+
+    def _create_now(self, new: list[tuple[str, str, str, Offset]]) -> list[None]:
+        self.sessions.create_all(new)
+        return [None] * len(new)
 
     def claim_session(self, pid: Any, offset: Any, owner: str) -> tuple[Record, Offset]:
         """The session ``pid`` and the offset to replay from; RecoveryFailed with a reason."""
@@ -504,17 +496,14 @@ class ClusterManager(socketio.Manager):
         # in the background, in batches: a drain ends thousands of sessions at once, and
         # must not wait on Redis for each (a session Redis does not hear of still lives
         # its whole time, and a dropped one expires)
-        self.releasing.append((pid, owner, recoverable))
-        if len(self.releasing) == 1:
-            eventlet.spawn_n(self._release_all)
+        self.releases.post((pid, owner, recoverable))
 
-    def _release_all(self) -> None:
-        while self.releasing:
-            batch, self.releasing = self.releasing[:APPEND_BATCH], self.releasing[APPEND_BATCH:]
-            try:
-                self.sessions.release_all(batch)
-            except redis.RedisError as exc:
-                log.warning("cannot release %d sessions in Redis (%s)", len(batch), exc)
+    def _release_now(self, ended: list[tuple[str, str, bool]]) -> list[None]:
+        try:
+            self.sessions.release_all(ended)
+        except redis.RedisError as exc:
+            log.warning("cannot release %d sessions in Redis (%s)", len(ended), exc)
+        return [None] * len(ended)
 
     def save_data(self, sid: str, data: dict[str, Any]) -> None:
         pid = self.pids.get(sid)

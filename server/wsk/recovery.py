@@ -114,12 +114,15 @@ class Sessions:
     def key(self, pid: str) -> str:
         return f"{self.prefix}:session:{pid}"
 
-    def create(self, pid: str, sid: str, owner: str, created: Offset) -> None:
-        """Keep a new session: it has seen nothing after ``created``."""
-        key = self.key(pid)
+    def create_all(self, new: list[tuple[str, str, str, Offset]]) -> None:
+        """Keep new sessions (pid, sid, owner, created: each has seen nothing after
+        ``created``), in one round trip; each one whole or not at all."""
         pipe = self.client.pipeline()
-        pipe.hset(key, mapping={"sid": sid, "owner": owner, "created": str(created), "data": "{}"})
-        pipe.pexpire(key, self.alive_ms)
+        for pid, sid, owner, created in new:
+            key = self.key(pid)
+            fields = {"sid": sid, "owner": owner, "created": str(created), "data": "{}"}
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, self.alive_ms)
         pipe.execute()
 
     def joined(self, pid: str, room: str, at: Offset) -> None:
