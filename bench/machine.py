@@ -13,7 +13,14 @@ from typing import Any
 from bench.procs import NODE_DIR, require
 
 PYTHON_PACKAGES = ("wsk", "python-socketio", "python-engineio", "eventlet", "redis", "uvloop")
-NODE_PACKAGES = ("socket.io", "engine.io", "@socket.io/redis-adapter", "redis", "ws")
+NODE_PACKAGES = (
+    "socket.io",
+    "engine.io",
+    "@socket.io/redis-adapter",
+    "@socket.io/redis-streams-adapter",
+    "redis",
+    "ws",
+)
 
 
 def _first_line(argv: list[str]) -> str:

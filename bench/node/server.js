@@ -1,10 +1,13 @@
 // The Node.js reference node for wsk's benchmark: socket.io 4 clustered with
-// @socket.io/redis-adapter over the `redis` client, answering the same events as
+// @socket.io/redis-adapter over the `redis` client (or, with --adapter streams,
+// @socket.io/redis-streams-adapter, which connection-state recovery needs across
+// nodes: --recovery-window SECONDS, 0 off), answering the same events as
 // a wsk node (whoami, join, leave, publish, the okok heartbeat) with the same
 // settings (compression off, the same ping interval and timeout, Socket.IO at /,
 // GET /healthz answered before Socket.IO sees the request).
 //
 //   node server.js --port 5001 --node-name node1 --redis-url redis://127.0.0.1:6379/0
+//   node server.js ... --adapter streams --recovery-window 120
 
 "use strict";
 
@@ -14,6 +17,7 @@ const { parseArgs } = require("node:util");
 const { Server: EngineServer } = require("engine.io");
 const { Server } = require("socket.io");
 const { createAdapter } = require("@socket.io/redis-adapter");
+const { createAdapter: createStreamsAdapter } = require("@socket.io/redis-streams-adapter");
 const { createClient } = require("redis");
 
 const MAX_ROOM_LENGTH = 128;
@@ -33,6 +37,8 @@ function readOptions(argv) {
       "ping-timeout": { type: "string", default: "20" },
       "max-payload": { type: "string", default: "1000000" },
       backlog: { type: "string", default: "1024" },
+      adapter: { type: "string", default: "pubsub" },
+      "recovery-window": { type: "string", default: "0" },
     },
     strict: true,
   });
@@ -44,6 +50,10 @@ function readOptions(argv) {
     }
     return value;
   };
+  if (!["pubsub", "streams"].includes(values.adapter)) {
+    console.error(`server.js: error: --adapter=${values.adapter}: pubsub or streams`);
+    process.exit(2);
+  }
   return {
     host: values.host,
     port: number("port"),
@@ -56,6 +66,8 @@ function readOptions(argv) {
     pingTimeout: number("ping-timeout"),
     maxPayload: number("max-payload"),
     backlog: number("backlog"),
+    adapter: values.adapter,
+    recoveryWindow: number("recovery-window"),
   };
 }
 
@@ -120,9 +132,22 @@ async function main() {
     httpCompression: false,
     cors: { origin: "*" },
   });
-  const io = new Server({ serveClient: false });
+  const recovery =
+    options.recoveryWindow > 0
+      ? {
+          connectionStateRecovery: {
+            maxDisconnectionDuration: options.recoveryWindow * 1000,
+            skipMiddlewares: true,
+          },
+        }
+      : {};
+  const io = new Server({ serveClient: false, ...recovery });
   io.bind(engine);
-  io.adapter(createAdapter(pubClient, subClient, { key: options.channel }));
+  if (options.adapter === "streams") {
+    io.adapter(createStreamsAdapter(pubClient, { streamName: `${options.channel}:stream` }));
+  } else {
+    io.adapter(createAdapter(pubClient, subClient, { key: options.channel }));
+  }
 
   io.on("connection", (socket) => {
     answer(socket, "whoami", () => ({ node: options.nodeName, sid: socket.id }));
