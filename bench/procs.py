@@ -10,6 +10,7 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -48,6 +49,42 @@ class BenchError(RuntimeError):
 # what the shared process helpers raise, which the benchmark reports as its own errors
 FAILURES = (BenchError, TimedOut, Missing)
 
+# The per-client guards of a wsk node (server/wsk/config.py), raised for the benchmark: one
+# publisher sends thousands of events a second, far past --client-event-rate, and a receiver
+# behind a failing W1 step queues more than a real client should. The benchmark measures
+# throughput, not the guard; the refusal counters below prove that no guard was hit.
+WSK_BENCH_LIMITS = {
+    "client-event-rate": "0",
+    "client-event-burst": "1000000",
+    "client-queue-packets": "1000000",
+    "client-queue-bytes": "1000000000",
+    "client-max-rooms": "0",
+    "max-post-packets": "100000",
+    "max-connections": "15000",
+}
+# the counters of a wsk node's /metrics that count a refusal; each must stay at zero
+REFUSALS = (
+    "wsk_clients_dropped_total",
+    "wsk_events_refused_total",
+    "wsk_protocol_errors_total",
+    "wsk_connections_refused_total",
+    "wsk_auth_refused_total",
+    "wsk_redis_publish_failures_total",
+)
+METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? ([-+0-9.eEinfINFaN]+)$")
+
+
+def get_metrics(url: str, timeout: float = 5) -> dict[str, float]:
+    """The samples of a Prometheus text page: ``name{labels}`` to value."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        match = METRIC_LINE.match(line)
+        if match:
+            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return samples
+
 
 def get_json(url: str, timeout: float = 5) -> tuple[int, dict[str, Any]]:
     """GET ``url``; its status and JSON body (empty on errors)."""
@@ -83,17 +120,19 @@ class ServerNode(Process):
         redis_url: str,
         settings: NodeSettings,
         tag: str = "",
+        flags: dict[str, str] | None = None,
+        channel: str = "",
     ) -> None:
         super().__init__(f"{tag}-{stack}-{name}" if tag else f"{stack}-{name}", workdir)
         self.stack = stack
         self.node_name = name
         self.port = free_port()
-        common = {
+        common: dict[str, Any] = {
             "host": LOOPBACK,
             "port": self.port,
             "node-name": name,
             "redis-url": redis_url,
-            "channel": f"bench-{stack}",
+            "channel": channel or f"bench-{stack}",
             "heartbeat-interval": settings.heartbeat_interval,
             "heartbeat-jitter": 0,
             "ping-interval": settings.ping_interval,
@@ -105,14 +144,19 @@ class ServerNode(Process):
             wsk_server = Path(sys.executable).parent / "wsk-server"
             if not wsk_server.exists():
                 raise BenchError(f"{wsk_server} is missing: install the project in this venv")
-            common.update({"log-level": settings.wsk_log_level, "max-connections": 15_000})
-            self.argv = [str(wsk_server)]
+            common.update({"log-level": settings.wsk_log_level, **WSK_BENCH_LIMITS})
+            self.program = [str(wsk_server)]
         else:
             if not (NODE_DIR / "node_modules").is_dir():
                 raise BenchError(f"run 'npm ci --prefix {NODE_DIR}' first")
-            self.argv = [require("node"), str(NODE_DIR / "server.js")]
-        for key, value in common.items():
-            self.argv.append(f"--{key}={value}")
+            self.program = [require("node"), str(NODE_DIR / "server.js")]
+        common.update(flags or {})
+        self.options = common
+
+    @property
+    def argv(self) -> list[str]:
+        self.options["port"] = self.port
+        return self.program + [f"--{key}={value}" for key, value in self.options.items()]
 
     @property
     def url(self) -> str:
@@ -123,13 +167,25 @@ class ServerNode(Process):
         self.spawn(self.argv, env)
         return self
 
-    def wait_healthy(self) -> None:
+    def wait_healthy(self, attempts: int = 3) -> None:
+        """Wait for /healthz; a port another process took meanwhile is changed, up to
+        ``attempts`` times (other runs share the machine's free ports)."""
+
         def healthy() -> bool:
             if not self.running:
                 raise BenchError(f"{self.name} exited:\n{self.log_tail()}")
             return self.health()[0] == 200
 
-        wait_until(healthy, 20, what=f"{self.name} to be healthy")
+        for attempt in range(attempts):
+            try:
+                wait_until(healthy, 20, what=f"{self.name} to be healthy")
+                return
+            except BenchError:
+                taken = "address already in use" in self.log_tail(500).lower()
+                if not taken or attempt == attempts - 1:
+                    raise
+            self.port = free_port()
+            self.start()
 
     def health(self) -> tuple[int, dict[str, Any]]:
         return get_json(self.url + "/healthz")
@@ -137,6 +193,34 @@ class ServerNode(Process):
     def clients(self) -> int:
         """How many Engine.IO sessions the node holds, by its own /healthz."""
         return int(self.health()[1].get("clients", -1))
+
+    def kill(self) -> None:
+        """kill -9: the node dies without a word to its clients or Redis."""
+        self.signal(signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(10)
+
+    def metrics(self) -> dict[str, float]:
+        """A wsk node's /metrics samples (the Node reference has none: empty)."""
+        if self.stack != "wsk":
+            return {}
+        try:
+            return get_metrics(self.url + "/metrics")
+        except OSError as exc:
+            raise BenchError(f"{self.name}: /metrics did not answer: {exc}") from exc
+
+    def check_refusals(self, what: str) -> None:
+        """Fail loudly when a wsk node refused anything: the benchmark must not hit a guard."""
+        hit = {
+            name: value
+            for name, value in self.metrics().items()
+            if name.split("{")[0] in REFUSALS and value
+        }
+        if hit:
+            raise BenchError(
+                f"{what}: {self.name} refused clients or events, so the figures measure a guard, "
+                f"not throughput: {hit} (raise the limit in bench/procs.py WSK_BENCH_LIMITS)"
+            )
 
 
 class HAProxy:
@@ -150,24 +234,32 @@ class HAProxy:
     COOKIE = "WSKID"
 
     def __init__(
-        self, workdir: Path, nodes: list[ServerNode], maxconn: int, processes: int = 1
+        self,
+        workdir: Path,
+        nodes: list[ServerNode],
+        maxconn: int,
+        processes: int = 1,
+        name: str = "",
     ) -> None:
         self.port = free_port()
-        self.config_path = workdir / f"haproxy-{nodes[0].stack}.cfg"
-        self.processes = [
-            Process(f"haproxy-{nodes[0].stack}-{i}", workdir) for i in range(processes)
-        ]
+        name = name or nodes[0].stack
+        self.config_path = workdir / f"haproxy-{name}.cfg"
+        self.processes = [Process(f"haproxy-{name}-{i}", workdir) for i in range(processes)]
         self.nodes = nodes
-        servers = [haproxy.Server(node.node_name, LOOPBACK, node.port) for node in nodes]
-        self.config_text = haproxy.config(
+        self.maxconn = maxconn
+
+    def write_config(self) -> None:
+        """The configuration, for the nodes' ports as they are now (written at start)."""
+        servers = [haproxy.Server(node.node_name, LOOPBACK, node.port) for node in self.nodes]
+        text = haproxy.config(
             f"{LOOPBACK}:{self.port}",
             servers,
             cookie=self.COOKIE,
-            maxconn=maxconn,
+            maxconn=self.maxconn,
             connect_timeout="5s",
             check="inter 1s fall 2 rise 2",
         )
-        self.config_path.write_text(self.config_text)
+        self.config_path.write_text(text)
 
     @property
     def url(self) -> str:
@@ -180,6 +272,7 @@ class HAProxy:
 
     def start(self) -> HAProxy:
         haproxy = require("haproxy")
+        self.write_config()
         check = subprocess.run(  # noqa: S603
             [haproxy, "-c", "-q", "-f", str(self.config_path)], capture_output=True, text=True
         )
@@ -230,15 +323,23 @@ class Cluster:
         haproxy_maxconn: int,
         haproxy_processes: int = 1,
         tag: str = "",
+        flags: dict[str, str] | None = None,
+        variant: str = "",
     ) -> None:
+        """``variant`` names a second cluster of the same stack (its own channel, own logs)."""
         if stack not in STACKS:
             raise BenchError(f"unknown stack {stack!r}")
         self.stack = stack
+        self.variant = variant or stack
+        prefix = f"{tag}-{self.variant}" if variant else tag
+        channel = f"bench-{self.variant}"
         self.nodes = [
-            ServerNode(stack, f"node{i}", workdir, redis.url, settings, tag)
+            ServerNode(stack, f"node{i}", workdir, redis.url, settings, prefix, flags, channel)
             for i in range(1, nodes + 1)
         ]
-        self.haproxy = HAProxy(workdir, self.nodes, haproxy_maxconn, haproxy_processes)
+        self.haproxy = HAProxy(
+            workdir, self.nodes, haproxy_maxconn, haproxy_processes, f"{tag}-{self.variant}"
+        )
 
     def __enter__(self) -> Cluster:
         try:
@@ -259,6 +360,12 @@ class Cluster:
         self.haproxy.stop()
         for node in self.nodes:
             node.stop()
+
+    def check_refusals(self, what: str) -> None:
+        """Fail loudly when a running wsk node of the cluster refused anything."""
+        for node in self.nodes:
+            if node.running:
+                node.check_refusals(what)
 
     def log_problems(self) -> dict[str, Any]:
         """The error lines the nodes logged: how many, and the most frequent ones."""
