@@ -10,15 +10,24 @@ each one JSON command per line on stdin; each command gets one JSON line back on
 stdout, with the process' CPU time so far, so that the coordinator can show
 that the generator was not the bottleneck.
 
-Messages carry their step and send time (``~<step>~<monotonic ns>~``) at the start
-of their ``data``: CLOCK_MONOTONIC is one clock for every process of the machine,
-so a receiver in another process computes the latency directly.
+Messages carry their step, send time and number (``~<step>~<monotonic ns>~<seq>~``)
+at the start of their ``data``: CLOCK_MONOTONIC is one clock for every process of
+the machine, so a receiver in another process computes the latency directly.
+
+For the recovery workload, ``Member`` is a client that lives through several
+connections as socket.io-client 4.6+ does with connection-state recovery: it keeps
+the ``pid`` of the CONNECT answer and the offset that ends every room event, and
+reconnects by itself with ``{pid, offset}`` as its CONNECT auth; the answer is a
+recovery when it carries the same ``pid`` (socket.io-client's ``recovered``). Each
+member counts every message number it gets, so that lost, duplicated and
+out-of-order messages can be told apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
 import json
 import random
@@ -123,11 +132,23 @@ class Client(asyncio.Protocol):
     was opened over long-polling (probe, then upgrade).
     """
 
-    def __init__(self, request: bytes, stats: Stats, mode: str = "connect") -> None:
+    def __init__(
+        self,
+        request: bytes,
+        stats: Stats,
+        mode: str = "connect",
+        member: Member | None = None,
+        auth: Json | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.request = request
         self.stats = stats
         self.mode = mode
+        self.member = member
+        self.connect_packet = b"40" + (json.dumps(auth).encode() if auth else b"")
+        self.recovering = auth is not None
+        self.answer: Json = {}
+        self.answered_at = 0
         self.ready: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
@@ -151,6 +172,8 @@ class Client(asyncio.Protocol):
             self.ready.set_exception(ConnectionError(f"connection lost: {exc}"))
         elif lost and self.mode == "connect":
             self.stats.disconnects += 1
+            if self.member is not None:
+                self.member.lost(self)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data if self.buffer else data
@@ -207,7 +230,10 @@ class Client(asyncio.Protocol):
 
     def packet(self, packet: bytes) -> None:
         if packet.startswith(MESSAGE_PREFIX):
-            self.stats.message(packet)
+            if self.member is not None:
+                self.member.message(packet, self)
+            else:
+                self.stats.message(packet)
         elif packet == b"2":
             self.send(b"3")
         elif packet.startswith(b"43"):
@@ -216,9 +242,12 @@ class Client(asyncio.Protocol):
             if callback is not None:
                 callback(json.loads(packet[bracket:]))
         elif packet.startswith(b"40") and len(packet) > 2:
+            if self.member is not None:
+                self.answer = json.loads(packet[2:])
+                self.answered_at = time.monotonic_ns()
             self.settle()
         elif packet.startswith(b"0{") and self.mode == "connect":
-            self.send(b"40")
+            self.send(self.connect_packet)
         elif packet == b"3probe" and self.mode == "upgrade":
             self.send(b"5")
             self.settle()
@@ -261,6 +290,137 @@ class Client(asyncio.Protocol):
         if self.transport is not None and self.open:
             self.open = False
             self.transport.close()
+
+
+class Member:
+    """A client that lives through several connections, recovering its session on each.
+
+    ``seen[n]`` counts how often message number ``n`` arrived. A reconnect
+    starts ``delay`` seconds after a lost connection, through ``gate`` (so that
+    at most so many reconnect at once), and is tried again until it succeeds or
+    the worker stops; a session that does not come back (a new ``pid``) joins
+    the room again, as an application would, and counts as not recovered.
+    """
+
+    def __init__(self, worker: Worker, target: tuple[str, int, str], room: str) -> None:
+        self.worker = worker
+        self.target = target
+        self.room = room
+        self.client: Client | None = None
+        self.pid: str | None = None
+        self.sid: str | None = None
+        self.offset: str | None = None
+        self.seen = bytearray()
+        self.highest = -1
+        self.out_of_order = 0
+        self.replayed = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was counted (a new phase of the workload)."""
+        self.seen = bytearray()
+        self.highest = -1
+        self.out_of_order = 0
+        self.replayed = 0
+        self.losses = 0
+        self.recovered = 0
+        self.not_recovered = 0
+        self.attempts = 0
+        self.lost_at: float | None = None
+        self.back_at: float | None = None
+        self.first_attempt_at: float | None = None
+
+    def message(self, packet: bytes, client: Client) -> None:
+        """Count one message; replayed when it came back with a session after a loss.
+
+        That is a message published before this connection's CONNECT answer that
+        arrives on it (socket.io sends a recovered session's missed packets before
+        its answer, wsk after).
+        """
+        start = packet.find(b"~", len(MESSAGE_PREFIX))
+        if start < 0:
+            return
+        fields = packet[start + 1 : start + 64].split(b"~", 3)
+        sent_ns, seq = int(fields[1]), int(fields[2])
+        if seq >= len(self.seen):
+            self.seen.extend(bytes(seq + 1024 - len(self.seen)))
+        if self.seen[seq] < 255:
+            self.seen[seq] += 1
+        if seq < self.highest:
+            self.out_of_order += 1
+        self.highest = max(self.highest, seq)
+        if (
+            client.mode == "connect"
+            and client.recovering
+            and (not client.answered_at or sent_ns < client.answered_at)
+        ):
+            self.replayed += 1
+        if packet.endswith(b'"]'):
+            cut = packet.rfind(b',"')
+            if cut > 0:
+                self.offset = packet[cut + 2 : -2].decode()
+
+    async def connect(self) -> None:
+        """Open a connection; a recovery when a ``pid`` is known, else a new session."""
+        auth = {"pid": self.pid, "offset": self.offset} if self.pid and self.offset else None
+        host, port, path = self.target
+        client = await self.worker._open(host, port, path, self.worker.cookie, self, auth)
+        answer = client.answer
+        recovering = auth is not None
+        recovered = recovering and answer.get("pid") == self.pid
+        self.sid = answer.get("sid")
+        self.pid = answer.get("pid")
+        self.client = client
+        if not recovered:
+            reply = await client.call("join", {"room": self.room})
+            if not isinstance(reply, dict) or reply.get("room") != self.room:
+                raise ProtocolError(f"join answered {reply!r}")
+        if recovering:
+            self.back_at = time.monotonic()
+            if recovered:
+                self.recovered += 1
+            else:
+                self.not_recovered += 1
+
+    def lost(self, client: Client) -> None:
+        if client is not self.client or self.worker.stopping:
+            return
+        self.client = None
+        self.losses += 1
+        self.lost_at = time.monotonic()
+        self.back_at = None
+        self.worker.spawn(self.come_back())
+
+    async def come_back(self) -> None:
+        await asyncio.sleep(self.worker.reconnect_delay * random.uniform(0.5, 1.0))
+        while not self.worker.stopping:
+            async with self.worker.gate:
+                if self.first_attempt_at is None:
+                    self.first_attempt_at = time.monotonic()
+                self.attempts += 1
+                try:
+                    await self.connect()
+                    return
+                except (TimeoutError, OSError, ProtocolError, ValueError) as exc:
+                    name = failure_name(exc)
+                    self.worker.reconnect_failures[name] = (
+                        self.worker.reconnect_failures.get(name, 0) + 1
+                    )
+            await asyncio.sleep(self.worker.reconnect_delay)
+
+    def drop(self) -> None:
+        """Break the connection without a word (no close frame, no disconnect packet)."""
+        client = self.client
+        if client is not None and client.transport is not None:
+            client.transport.close()
+
+    def tally(self, total: int) -> Json:
+        counts = self.seen[:total].ljust(total, b"\0")
+        return {
+            "lost": counts.count(0),
+            "duplicated": sum(c - 1 for c in counts if c > 1),
+            "beyond": sum(self.seen[total:]),
+        }
 
 
 class HttpConnection:
@@ -324,6 +484,20 @@ class Worker:
         self.stats = Stats()
         self.clients: list[Client] = []
         self.acked = 0
+        self.members: list[Member] = []
+        self.cookie: str | None = None
+        self.reconnect_delay = 0.5
+        self.gate = asyncio.Semaphore(100)
+        self.reconnect_failures: dict[str, int] = {}
+        self.stopping = False
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.publishing: asyncio.Task[Json] | None = None
+        self.next_seq = 0
+
+    def spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # commands
 
@@ -363,11 +537,21 @@ class Worker:
             "seconds": time.monotonic() - started,
         }
 
-    async def _open(self, host: str, port: int, path: str, cookie: str | None) -> Client:
+    async def _open(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        cookie: str | None,
+        member: Member | None = None,
+        auth: Json | None = None,
+    ) -> Client:
         request = upgrade_request(f"{host}:{port}", path, "EIO=4&transport=websocket", cookie)
         loop = asyncio.get_running_loop()
         _, client = await asyncio.wait_for(
-            loop.create_connection(lambda: Client(request, self.stats), host, port),
+            loop.create_connection(
+                lambda: Client(request, self.stats, member=member, auth=auth), host, port
+            ),
             CONNECT_TIMEOUT,
         )
         try:
@@ -405,7 +589,8 @@ class Worker:
             due = min(total, int((time.monotonic() - started) * rate) + 1)
             while sent < due:
                 mark = tail_step if tail_from is not None and sent >= tail_from else step
-                stamp = f"~{mark}~{time.monotonic_ns()}~"
+                stamp = f"~{mark}~{time.monotonic_ns()}~{self.next_seq}~"
+                self.next_seq += 1
                 data: Json = {"data": stamp + pad[len(stamp) :]}
                 if room is not None:
                     data["room"] = room
@@ -413,6 +598,110 @@ class Worker:
                 sent += 1
             await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
         return {"sent": sent, "seconds": time.monotonic() - started, "acked": self.acked}
+
+    # the recovery workload
+
+    async def publish_start(self, rate: float, room: str, size: int, step: int) -> Json:
+        """Start publishing ``rate`` messages a second, numbered from 0, until ``publish_stop``."""
+        self.next_seq = 0
+        self.acked = 0
+        self.publishing = asyncio.ensure_future(self.publish(rate, 1e9, room, size, step))
+        return {}
+
+    async def publish_stop(self) -> Json:
+        """Stop publishing; how many were sent and acknowledged (after a grace for acks)."""
+        if self.publishing is None:
+            raise ProtocolError("not publishing")
+        self.publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.publishing
+        self.publishing = None
+        sent = self.next_seq
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while self.acked < sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return {"sent": sent, "acked": self.acked}
+
+    async def members_join(
+        self,
+        url: str,
+        count: int,
+        room: str,
+        cookie: str | None = None,
+        concurrency: int = 100,
+        reconnect_delay: float = 0.5,
+    ) -> Json:
+        """Open ``count`` members (recovering clients) into ``room``, through ``cookie``'s node."""
+        parts = urlsplit(url)
+        host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
+        path = path if path.endswith("/") else path + "/"
+        self.cookie = cookie
+        self.reconnect_delay = reconnect_delay
+        self.gate = asyncio.Semaphore(concurrency)
+        failures: dict[str, int] = {}
+
+        async def one() -> None:
+            member = Member(self, (host, port, path), room)
+            async with self.gate:
+                try:
+                    await member.connect()
+                    self.members.append(member)
+                except (TimeoutError, OSError, ProtocolError) as exc:
+                    name = failure_name(exc)
+                    failures[name] = failures.get(name, 0) + 1
+
+        await asyncio.gather(*(one() for _ in range(count)))
+        return {"connected": len(self.members), "failures": failures}
+
+    async def members_reset(self) -> Json:
+        for member in self.members:
+            member.reset()
+        self.reconnect_failures = {}
+        return {}
+
+    async def members_drop(self) -> Json:
+        """Break every member's connection at once; each comes back by itself."""
+        for member in self.members:
+            member.drop()
+        return {"dropped": len(self.members)}
+
+    async def members_status(self, total: int = 0) -> Json:
+        """Where the members are: connected, back after a loss, and what they counted.
+
+        ``total`` is how many messages were published: the tally counts what
+        each member lost or got twice of them.
+        """
+        members = self.members
+        back = [m for m in members if m.losses and m.back_at is not None]
+        times = hist.new()
+        for m in back:
+            assert m.back_at is not None and m.lost_at is not None
+            times[hist.bucket(int((m.back_at - m.lost_at) * 1e9))] += 1
+        firsts = [m.first_attempt_at for m in members if m.first_attempt_at is not None]
+        result: Json = {
+            "members": len(members),
+            "connected": sum(1 for m in members if m.client is not None and m.client.open),
+            "lost": sum(1 for m in members if m.losses),
+            "back": len(back),
+            "recovered": sum(m.recovered for m in members),
+            "not_recovered": sum(m.not_recovered for m in members),
+            "attempts": sum(m.attempts for m in members),
+            "first_attempt": min(firsts) if firsts else None,
+            "first_loss": min((m.lost_at for m in members if m.lost_at), default=None),
+            "first_back": min((m.back_at for m in back if m.back_at), default=None),
+            "last_back": max((m.back_at for m in back if m.back_at), default=None),
+            "replayed": sum(m.replayed for m in members),
+            "out_of_order": sum(m.out_of_order for m in members),
+            "received": sum(sum(m.seen) for m in members),
+            "reconnect_failures": dict(self.reconnect_failures),
+            "recover_hist": hist.sparse(times),
+        }
+        if total:
+            tallies = [m.tally(total) for m in members]
+            for key in ("lost", "duplicated", "beyond"):
+                result[f"messages_{key}"] = sum(t[key] for t in tallies)
+            result["members_with_loss"] = sum(1 for t in tallies if t["lost"])
+        return result
 
     async def received(self, steps: list[int]) -> Json:
         """What this process' clients received of each of ``steps``."""
@@ -425,6 +714,14 @@ class Worker:
 
     async def close(self) -> Json:
         """Close every client."""
+        self.stopping = True
+        for task in list(self.tasks):
+            task.cancel()
+        for member in self.members:
+            if member.client is not None:
+                member.client.close()
+        self.members.clear()
+        self.stopping = False
         for client in self.clients:
             client.close()
         closed = len(self.clients)
@@ -535,6 +832,12 @@ async def serve() -> None:
         "close": worker.close,
         "handshakes": worker.handshakes,
         "ping": worker.ping,
+        "publish_start": worker.publish_start,
+        "publish_stop": worker.publish_stop,
+        "members_join": worker.members_join,
+        "members_reset": worker.members_reset,
+        "members_drop": worker.members_drop,
+        "members_status": worker.members_status,
     }
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)

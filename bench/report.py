@@ -10,6 +10,10 @@ from typing import Any
 Json = dict[str, Any]
 
 STACK_NAMES = {"wsk": "wsk", "node": "Node"}
+W5_FAULTS = {
+    "drop": "every connection dropped",
+    "kill": "kill -9 of their node",
+}
 DOC_HEADER = """\
 # Benchmarks: wsk beside the Node.js socket.io cluster
 
@@ -84,11 +88,88 @@ def delivery_cost(run: Json | None, low: float, high: float) -> float | None:
     return round(median, 1)
 
 
+def _variant(run: Json) -> str:
+    """The name of the way a W1 run ran its stack (``wsk``, ``wsk-recovery-0``, ``node``)."""
+    return str(run.get("variant", run["stack"]))
+
+
+def _display(run: Json) -> str:
+    """A W1 run's stack as the report names it: ``wsk``, ``wsk, recovery 0 s``, ``Node``."""
+    name = STACK_NAMES[run["stack"]]
+    window = run.get("recovery_window")
+    if run["stack"] == "wsk" and window is not None:
+        return f"{name}, recovery {window:g} s" if window else f"{name}, recovery off"
+    return name
+
+
+def w1_defaults(results: Json) -> list[Json]:
+    """The W1 runs of each stack as it is by default: the ones compared wsk/Node."""
+    return [run for run in results["w1"] if _variant(run) == run["stack"]]
+
+
+def recovery_cost(results: Json) -> list[Json]:
+    """wsk's W1 with recovery on beside recovery off: each figure, and the ratio on/off."""
+    s = results["settings"]
+    low, high = s["w1_cost_range"]
+    bound = s.get("w1_recovery_max_cost", 1.15)
+    rows = []
+    for payload in s["w1_payloads"]:
+        runs = [
+            run
+            for run in results["w1"]
+            if run["stack"] == "wsk" and run["payload_bytes"] == payload
+        ]
+        on = next((r for r in runs if r.get("recovery_window")), None)
+        off = next((r for r in runs if r.get("recovery_window") == 0), None)
+        if on is None or off is None:
+            continue
+        for fid, label, unit, better, value in (
+            (
+                "max_delivered",
+                "highest delivered msgs/s",
+                "msgs/s",
+                "higher",
+                lambda r: _get(r, "max", "delivered_per_s"),
+            ),
+            (
+                "p95_at_max",
+                "p95 latency at that rate",
+                "ms",
+                "lower",
+                lambda r: _get(r, "max", "latency", "p95_ms"),
+            ),
+            (
+                "server_cpu_per_delivery",
+                f"server CPU per delivered message at {low:,.0f} to {high:,.0f} msgs/s",
+                "µs",
+                "lower",
+                lambda r: delivery_cost(r, low, high),
+            ),
+        ):
+            a, b = value(on), value(off)
+            ratio = round(a / b, 3) if isinstance(a, int | float) and b else None
+            row = {
+                "id": f"w1_{payload}_recovery_{fid}",
+                "label": f"{label}, {payload} B",
+                "unit": unit,
+                "better": better,
+                "recovery_window": on["recovery_window"],
+                "on": a,
+                "off": b,
+                "ratio": ratio,
+            }
+            if fid == "server_cpu_per_delivery":
+                row["bound"] = bound
+                row["within_bound"] = None if ratio is None else ratio <= bound
+            rows.append(row)
+    return rows
+
+
 def figures(results: Json) -> list[Json]:
     """The table of a run: every figure, both stacks, their ratio."""
     table = []
     for payload in results["settings"]["w1_payloads"]:
-        runs = _by_stack(results["w1"], payload_bytes=payload)
+        runs = _by_stack(w1_defaults(results), payload_bytes=payload)
         table.append(
             figure(
                 f"w1_{payload}_max_delivered",
@@ -222,6 +303,35 @@ def figures(results: Json) -> list[Json]:
                 *(_get(w4.get(s), "modes", mode, "failed") for s in ("wsk", "node")),
             )
         )
+    w5 = {run["stack"]: {f["fault"]: f for f in run["faults"]} for run in results.get("w5", [])}
+    faults = results["settings"].get("w5_faults", [])
+    for fault in faults:
+        name = W5_FAULTS.get(fault, fault)
+        for fid, label, unit, better, path in (
+            ("recovered", "clients recovered", "clients", "higher", ("recovered",)),
+            (
+                "recovered_per_s",
+                "clients recovered per second",
+                "clients/s",
+                "higher",
+                ("recovered_per_s",),
+            ),
+            ("p99", "time to recover p99", "ms", "lower", ("time_to_recover", "p99_ms")),
+            ("lost", "messages lost", "messages", "lower", ("messages_lost",)),
+            ("duplicated", "messages duplicated", "messages", "lower", ("messages_duplicated",)),
+        ):
+            clients = _get(w5.get("wsk", {}).get(fault), "clients")
+            of = f" (of {clients})" if fid == "recovered" and clients else ""
+            table.append(
+                figure(
+                    f"w5_{fault}_{fid}",
+                    "W5",
+                    f"recovery, {name}: {label}{of}",
+                    unit,
+                    better,
+                    *(_get(w5.get(s, {}).get(fault), *path) for s in ("wsk", "node")),
+                )
+            )
     return table
 
 
@@ -274,7 +384,9 @@ def markdown(results: Json, chart_name: str) -> str:
         f"Versions: wsk {py['wsk']}, python-socketio {py['python-socketio']}, python-engineio "
         f"{py['python-engineio']}, eventlet {py['eventlet']}, redis-py {py['redis']} on Python "
         f"{py['python']}; Node {nd['node']}, socket.io {nd.get('socket.io')}, engine.io "
-        f"{nd.get('engine.io')}, @socket.io/redis-adapter {nd.get('@socket.io/redis-adapter')}, "
+        f"{nd.get('engine.io')}, @socket.io/redis-adapter {nd.get('@socket.io/redis-adapter')} "
+        f"(W1 to W4), @socket.io/redis-streams-adapter "
+        f"{nd.get('@socket.io/redis-streams-adapter')} (W5), "
         f"redis {nd.get('redis')}, ws {nd.get('ws')}; {m['redis_server'].split(' sha=')[0]}; "
         f"{m['haproxy'].split(' - ')[0]}. Load generator: Python {py['python']} with uvloop "
         f"{py['uvloop']}.",
@@ -295,11 +407,13 @@ def markdown(results: Json, chart_name: str) -> str:
             f"{_num(row['wsk'], row['unit'])} | {_num(row['node'], row['unit'])} | "
             f"{_num(row['ratio'])} | {_verdict(row)} |"
         )
+    lines += _recovery_cost_table(results)
     lines += ["", "### Details", ""]
     lines += _w1_details(results)
     lines += _w2_details(results)
     lines += _w3_details(results)
     lines += _w4_details(results)
+    lines += _w5_details(results)
     if results.get("notes"):
         lines += ["#### Notes and limits hit", ""]
         lines += [f"- {note}" for note in results["notes"]]
@@ -330,7 +444,7 @@ def _w1_details(results: Json) -> list[str]:
         for step in run["steps"]:
             lat = step["latency"]
             lines.append(
-                f"| {STACK_NAMES[run['stack']]} | {run['payload_bytes']} B | "
+                f"| {_display(run)} | {run['payload_bytes']} B | "
                 f"{_num(step['publish_rate'])} | {_num(step['offered_per_s'])} | "
                 f"{_num(step['delivered_per_s'])} | {step['delivery']:.2%} | "
                 f"{_num(lat['p50_ms'], 'ms')} | {_num(lat['p95_ms'], 'ms')} | "
@@ -341,7 +455,7 @@ def _w1_details(results: Json) -> list[str]:
     lines.append("")
     for run in results["w1"]:
         lines.append(
-            f"- {STACK_NAMES[run['stack']]}, {run['payload_bytes']} B: "
+            f"- {_display(run)}, {run['payload_bytes']} B: "
             f"{run['receivers']['connected']} receivers connected "
             f"(clients per node: {run['clients_per_node']}), "
             f"failures {run['receivers']['failures'] or 'none'}."
@@ -429,6 +543,104 @@ def _w4_details(results: Json) -> list[str]:
     return lines
 
 
+def _recovery_cost_table(results: Json) -> list[str]:
+    rows = results.get("recovery_cost") or recovery_cost(results)
+    if not rows:
+        return []
+    window = rows[0]["recovery_window"]
+    lines = [
+        "",
+        f"#### W1: wsk with recovery on (`--recovery-window {window:g}`) and off (`0`)",
+        "",
+        "The same W1, in the same run, on two wsk clusters side by side (each its own nodes, "
+        "HAProxy and channel), taking their steps in turns with Node's. Recovery on puts an "
+        "offset on every event, keeps every session in Redis and the stream long enough to "
+        "replay it.",
+        "",
+        "| figure | recovery on | recovery off | on/off | |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in rows:
+        arrow = "higher is better" if row["better"] == "higher" else "lower is better"
+        verdict = ""
+        if "bound" in row and row["within_bound"] is not None:
+            over = (row["ratio"] - 1) * 100
+            verdict = (
+                f"{over:+.1f}%: within the bound of +{(row['bound'] - 1) * 100:.0f}%"
+                if row["within_bound"]
+                else f"{over:+.1f}%: OVER the bound of +{(row['bound'] - 1) * 100:.0f}%"
+            )
+        lines.append(
+            f"| {row['label']} ({row['unit']}, {arrow}) | {_num(row['on'])} | "
+            f"{_num(row['off'])} | {_num(row['ratio'])} | {verdict} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _w5_details(results: Json) -> list[str]:
+    runs = results.get("w5") or []
+    if not runs:
+        return []
+    s = results["settings"]
+    lines = [
+        f"#### W5 recovery: {s['w5_clients']} clients in one room on node1, a publisher on "
+        f"node2 at {s['w5_rate']:g} publishes/s",
+        "",
+        "Lean clients that speak the recovery handshake as socket.io-client 4.6+ does: they keep "
+        "the `pid` of the CONNECT answer and the offset that ends each event, and reconnect by "
+        f"themselves ({s['w5_reconnect_delay']:g} s after the loss, at most "
+        f"{s['w5_reconnect_concurrency']} at a time) with `{{pid, offset}}` in the CONNECT auth; "
+        "recovered means the answer carried the same `pid`. A client that was not recovered "
+        "joins the room again. Faults, while messages keep flowing: `drop`, every connection "
+        "broken at once by the clients (no close frame; the node lives), then `kill`, kill -9 "
+        "of node1 (HAProxy sends them to node2). Recovered per second: the clients recovered "
+        "over the time from the first reconnect attempt to the last client back; `after the "
+        "first`: from the first client back to the last. Replayed: messages a client got on "
+        "its new connection that were sent before it opened. Lost and duplicated: over every "
+        "client and every published message. Node runs socket.io with "
+        "`connectionStateRecovery` and `@socket.io/redis-streams-adapter`, which writes a "
+        "session to Redis only when its node sees the client leave.",
+        "",
+        "| stack | fault | recovered | not recovered | recovered/s | after the first, /s | "
+        "p50 ms | p99 ms | published | replayed | lost | duplicated | out of order | "
+        "server counters |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+        "---: | --- |",
+    ]
+    for run in runs:
+        for f in run["faults"]:
+            t = f["time_to_recover"]
+            counters = (
+                ", ".join(
+                    f"{k.replace('wsk_', '').split('{')[0]} {v:,}"
+                    for k, v in f["server_counters"].items()
+                    if v
+                )
+                or "n/a"
+            )
+            lines.append(
+                f"| {STACK_NAMES[run['stack']]} | {f['fault']} | {_num(f['recovered'])} | "
+                f"{_num(f['not_recovered'])} | {_num(f['recovered_per_s'])} | "
+                f"{_num(f.get('recovered_per_s_after_first'))} | {_num(t['p50_ms'])} | "
+                f"{_num(t['p99_ms'])} | {_num(f['published'])} | {_num(f['replayed'])} | "
+                f"{_num(f['messages_lost'])} | {_num(f['messages_duplicated'])} | "
+                f"{_num(f['out_of_order'])} | {counters} |"
+            )
+    lines.append("")
+    for run in runs:
+        lines.append(
+            f"- {STACK_NAMES[run['stack']]}: {run['connected']} clients "
+            f"(per node {run['clients_per_node']}), recovery window "
+            f"{run['recovery_window']:g} s, {run['adapter']}; connect failures "
+            f"{run['failures'] or 'none'}; reconnect failures "
+            + "; ".join(f"{f['fault']} {f['reconnect_failures'] or 'none'}" for f in run["faults"])
+            + "."
+        )
+    lines.append("")
+    return lines
+
+
 def _profile_details(profile: Json) -> list[str]:
     summary = profile["summary"]
     step = profile["step"]
@@ -497,17 +709,19 @@ def chart(results: Json, path: Path) -> None:
     bars.set_title(f"wsk / Node, same run ({results['label']}, {results['mode']})")
 
     styles = {"wsk": "-", "node": "--"}
+    off_style = ":"
     for run in results["w1"]:
         steps = sorted(run["steps"], key=lambda st: st["publish_rate"])
         offered = [st["offered_per_s"] for st in steps]
-        name = f"{STACK_NAMES[run['stack']]} {run['payload_bytes']} B"
+        name = f"{_display(run)} {run['payload_bytes']} B"
         p95 = [st["latency"]["p95_ms"] or float("nan") for st in steps]
-        (line,) = latency.plot(offered, p95, styles[run["stack"]], marker="o", label=name)
+        style = off_style if _variant(run) != run["stack"] else styles[run["stack"]]
+        (line,) = latency.plot(offered, p95, style, marker="o", label=name)
         failed = [(o, v) for o, v, st in zip(offered, p95, steps, strict=True) if not st["passed"]]
         if failed:
             latency.scatter(*zip(*failed, strict=True), marker="x", s=80, color=line.get_color())
         per_delivery = [cost_per_delivery(st) for st in steps]
-        cost.plot(offered, per_delivery, styles[run["stack"]], marker="o", label=name)
+        cost.plot(offered, per_delivery, style, marker="o", label=name)
     limit = results["settings"]["w1_max_p95_ms"]
     latency.axhline(limit, color="black", linewidth=1, linestyle=":")
     latency.set_ylabel("p95 latency, ms")

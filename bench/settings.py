@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -32,6 +32,11 @@ class Settings:
     # the server CPU a delivery costs: median over the passing steps in this range of
     # offered msgs/s, where two cores are not yet saturated and nothing batches much
     w1_cost_range: tuple[float, float] = (5_000.0, 25_000.0)
+    # wsk's W1 is run once per --recovery-window (the first is the server's default, the one
+    # compared with Node); Node's W1 is socket.io with the pub/sub Redis adapter, as before
+    w1_recovery_windows: tuple[float, ...] = (120.0, 0.0)
+    # recovery on may cost at most this much more server CPU per delivered message than off
+    w1_recovery_max_cost: float = 1.15
     # W2: cross-node latency
     w2_low_rate: float = 2.0
     w2_seconds: float = 5.0
@@ -45,6 +50,21 @@ class Settings:
     w4_seconds: float = 5.0
     w4_workers: int = 2
     w4_concurrency: int = 16
+    # W5: recovery. Clients on node1 in one room, the publisher on node2; faults: every
+    # client's transport dropped at once (the node lives), then kill -9 of node1 (node2
+    # takes them). Node: socket.io with connectionStateRecovery and the streams adapter.
+    w5_clients: int = 1000
+    w5_workers: int = 2
+    w5_rate: float = 10.0
+    w5_payload: int = 100
+    w5_faults: tuple[str, ...] = ("drop", "kill")
+    w5_recovery_window: float = 120.0
+    w5_before_seconds: float = 4.0
+    w5_after_seconds: float = 4.0
+    w5_reconnect_delay: float = 0.5
+    w5_reconnect_concurrency: int = 200
+    w5_recover_timeout: float = 60.0
+    w5_settle_seconds: float = 10.0
     # py-spy on a wsk node during W1
     profile_seconds: float = 15.0
     connect_concurrency: int = 100
@@ -75,7 +95,43 @@ SMOKE = Settings(
     w4_seconds=0.5,
     w4_workers=1,
     w4_concurrency=2,
+    w5_clients=20,
+    w5_workers=1,
+    w5_rate=10.0,
+    w5_before_seconds=0.5,
+    w5_after_seconds=0.5,
+    w5_reconnect_delay=0.2,
+    w5_recover_timeout=20.0,
+    w5_settle_seconds=3.0,
     profile_seconds=0.0,
 )
 
 MODES = {"full": FULL, "smoke": SMOKE}
+
+
+def override(settings: Settings, assignments: list[str]) -> Settings:
+    """``settings`` with ``NAME=VALUE`` assignments applied (``--set``), each of its field's type.
+
+    A tuple field takes comma-separated values: ``w1_payloads=100,1024``.
+    """
+    changes: dict[str, Any] = {}
+    known = {f.name: f for f in fields(Settings)}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name = name.strip()
+        if not sep or name not in known or name == "mode":
+            raise ValueError(
+                f"--set {assignment!r}: expected NAME=VALUE, NAME a setting such as w5_clients"
+            )
+        current = getattr(settings, name)
+        try:
+            if isinstance(current, tuple):
+                kind = type(current[0]) if current else str
+                changes[name] = tuple(kind(part) for part in text.split(",") if part.strip())
+            elif isinstance(current, bool):
+                changes[name] = text.lower() in ("1", "yes", "true", "on")
+            else:
+                changes[name] = type(current)(text)
+        except ValueError as exc:
+            raise ValueError(f"--set {assignment!r}: {exc}") from exc
+    return replace(settings, **changes)

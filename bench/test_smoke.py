@@ -38,9 +38,36 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert {run["stack"] for run in results["w2"]["runs"]} == stacks
     assert {run["stack"] for run in results["w3"]} == stacks
     assert {run["stack"] for run in results["w4"]} == stacks
+    assert {run["stack"] for run in results["w5"]} == stacks
+
+    # W1 ran wsk once per recovery window, each beside Node's
+    windows = {run["recovery_window"] for run in results["w1"] if run["stack"] == "wsk"}
+    assert windows == set(SMOKE.w1_recovery_windows)
+    on_off = {row["id"]: row for row in results["recovery_cost"]}
+    assert "w1_100_recovery_max_delivered" in on_off
+    for row in on_off.values():
+        if row["ratio"] is not None:
+            assert row["ratio"] == round(row["on"] / row["off"], 3), row
+
+    # W5: every wsk client came back with its session and every message, once
+    for run in results["w5"]:
+        assert [f["fault"] for f in run["faults"]] == list(SMOKE.w5_faults)
+        for fault in run["faults"]:
+            assert fault["back"] == fault["clients"] == SMOKE.w5_clients, fault
+            assert fault["published"] > 0, fault
+            if run["stack"] == "wsk":
+                assert fault["recovered"] == fault["clients"], fault
+                assert fault["messages_lost"] == fault["messages_duplicated"] == 0, fault
+                assert fault["out_of_order"] == 0, fault
+        if run["stack"] == "wsk":
+            # the kill alone keeps the clients away for seconds of traffic
+            replayed = [
+                f["server_counters"].get("wsk_recovery_replayed_total", 0) for f in run["faults"]
+            ]
+            assert sum(replayed) > 0, run["faults"]
 
     figures = results["figures"]
-    assert {row["workload"] for row in figures} == {"W1", "W2", "W3", "W4"}
+    assert {row["workload"] for row in figures} == {"W1", "W2", "W3", "W4", "W5"}
     for row in figures:
         assert row["better"] in ("higher", "lower"), row
         for stack in ("wsk", "node"):
@@ -55,3 +82,5 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert "<!-- bench:smoke:end -->" in document
     assert "| workload | figure | wsk | Node | wsk/Node |" in document
     assert "(benchmarks-smoke.png)" in document
+    assert "#### W1: wsk with recovery on" in document
+    assert "#### W5 recovery:" in document

@@ -1,4 +1,4 @@
-"""The four workloads, each run against one stack at a time, and the wsk profile.
+"""The five workloads, each run against one stack at a time, and the wsk profile.
 
 Every workload starts a fresh cluster of the stack it measures (its nodes and
 an HAProxy with the same configuration for both stacks) on the run's Redis, and
@@ -50,7 +50,14 @@ class Run:
             heartbeat_interval=s.heartbeat_interval,
         )
 
-    def cluster(self, stack: str, tag: str, haproxy_processes: int = 1) -> Cluster:
+    def cluster(
+        self,
+        stack: str,
+        tag: str,
+        haproxy_processes: int = 1,
+        flags: dict[str, str] | None = None,
+        variant: str = "",
+    ) -> Cluster:
         return Cluster(
             stack,
             self.workdir,
@@ -60,6 +67,8 @@ class Run:
             self.settings.haproxy_maxconn,
             haproxy_processes,
             tag,
+            flags,
+            variant,
         )
 
     def check_logs(self, cluster: Cluster, what: str) -> dict[str, Any]:
@@ -219,6 +228,40 @@ def wait_quiet(pool: Pool, receivers: list[Worker], step: int) -> float:
     return time.monotonic() - started
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A stack as one workload runs it: its name in the results and its nodes' extra flags."""
+
+    name: str
+    stack: str
+    flags: dict[str, str] = field(default_factory=dict)
+    recovery_window: float | None = None
+
+
+def default_variants(settings: Settings) -> list[Variant]:
+    """Each stack once, as it is by default (wsk with its default --recovery-window)."""
+    return [Variant(stack, stack) for stack in settings.stacks]
+
+
+def w1_variants(settings: Settings) -> list[Variant]:
+    """wsk once per W1 recovery window (the first under the name ``wsk``), Node as usual."""
+    variants = []
+    for stack in settings.stacks:
+        if stack != "wsk":
+            variants.append(Variant(stack, stack))
+            continue
+        for index, window in enumerate(settings.w1_recovery_windows):
+            variants.append(
+                Variant(
+                    "wsk" if index == 0 else f"wsk-recovery-{window:g}",
+                    "wsk",
+                    {"recovery-window": f"{window:g}"},
+                    window,
+                )
+            )
+    return variants
+
+
 @dataclass
 class Side:
     """One stack's cluster and load-generator processes, set up for a workload."""
@@ -233,6 +276,11 @@ class Side:
     best: Json | None = None
     failed: Json | None = None
     next_step: int = 1
+    variant: Variant | None = None
+
+    @property
+    def name(self) -> str:
+        return self.variant.name if self.variant is not None else self.stack
 
     @property
     def publisher(self) -> Worker:
@@ -256,14 +304,19 @@ class Side:
             seconds,
         )
         self.next_step += 1
-        print(f"  {self.stack:>4}", end="")
+        print(f"  {self.name:>4}", end="")
         _print_step(result)
+        self.cluster.check_refusals(f"{self.name} step at {result['publish_rate']} publishes/s")
         return result
 
 
 @contextlib.contextmanager
 def publishing_sides(
-    run: Run, tag: str, receivers: int, cookies: tuple[int, int] | None = None
+    run: Run,
+    tag: str,
+    receivers: int,
+    cookies: tuple[int, int] | None = None,
+    variants: list[Variant] | None = None,
 ) -> Iterator[list[Side]]:
     """Both stacks' clusters at once, each with its receivers in one room and a publisher.
 
@@ -275,10 +328,14 @@ def publishing_sides(
     s = run.settings
     with contextlib.ExitStack() as stack:
         sides = []
-        for name in s.stacks:
-            cluster = stack.enter_context(run.cluster(name, tag))
-            pool = stack.enter_context(run.pool(1 + s.w1_receiver_workers, f"{tag}-{name}"))
-            sides.append(Side(name, cluster, pool, receivers))
+        for variant in variants if variants is not None else default_variants(s):
+            # a second variant of a stack gets its own channel, process names and logs
+            own = variant.name if variant.name != variant.stack else ""
+            cluster = stack.enter_context(
+                run.cluster(variant.stack, tag, flags=variant.flags, variant=own)
+            )
+            pool = stack.enter_context(run.pool(1 + s.w1_receiver_workers, f"{tag}-{variant.name}"))
+            sides.append(Side(variant.stack, cluster, pool, receivers, variant=variant))
         for side in sides:
             url = side.cluster.haproxy.url
             nodes = side.cluster.nodes
@@ -298,7 +355,7 @@ def publishing_sides(
             connect(side.pool, [side.publisher], url, 1, 1, cookie=publisher_cookie)
             side.clients_per_node = {node.node_name: node.clients() for node in nodes}
             print(
-                f"  {side.stack}: {side.joined['connected']} receivers, clients per node "
+                f"  {side.name}: {side.joined['connected']} receivers, clients per node "
                 f"{side.clients_per_node}",
                 flush=True,
             )
@@ -312,7 +369,7 @@ def w1_fan_out(run: Run, payload: int) -> list[Json]:
     own cluster; a stack that failed a step stops there.
     """
     s = run.settings
-    with publishing_sides(run, f"w1-{payload}", s.w1_clients) as sides:
+    with publishing_sides(run, f"w1-{payload}", s.w1_clients, variants=w1_variants(s)) as sides:
         rate = s.w1_start_rate
         for index in range(s.w1_max_steps):
             ramping = [side for side in sides if side.failed is None]
@@ -345,21 +402,23 @@ def w1_fan_out(run: Run, payload: int) -> list[Json]:
         if best is not None and best["cpu_cores"]["machine"] >= SATURATED_CORES:
             cpu = best["cpu_cores"]
             run.note(
-                f"W1 {side.stack} {payload} B: at its highest passing rate the machine was "
+                f"W1 {side.name} {payload} B: at its highest passing rate the machine was "
                 f"saturated ({cpu['machine']} cores busy, {cpu['others']} of them outside the "
                 f"benchmark; the nodes {server_cores(best):.2f}): that figure is what the whole "
                 "machine (nodes, HAProxy, Redis and the load generator together) carries"
             )
         if side.failed is None:
             run.note(
-                f"W1 {side.stack} {payload} B passed every step up to "
+                f"W1 {side.name} {payload} B passed every step up to "
                 f"{side.steps[-1]['publish_rate']} publishes/s: its maximum is higher than measured"
             )
         results.append(
             {
                 "stack": side.stack,
+                "variant": side.name,
+                "recovery_window": side.variant.recovery_window if side.variant else None,
                 "payload_bytes": payload,
-                "node_log_problems": run.check_logs(side.cluster, f"W1 {payload} B"),
+                "node_log_problems": run.check_logs(side.cluster, f"W1 {side.name} {payload} B"),
                 "receivers": side.joined,
                 "clients_per_node": side.clients_per_node,
                 "steps": side.steps,
@@ -437,6 +496,7 @@ def w3_idle(run: Run, stack: str) -> Json:
         cpu = sampler.stop()
         after = cluster.usage()
         still_open = sum(r["open"] for r in pool.all("received", steps=[]))
+        cluster.check_refusals(f"W3 {stack}")
     per_node = {}
     for node in cluster.nodes:
         name = node.node_name
@@ -497,6 +557,7 @@ def w4_connect_rate(run: Run) -> list[Json]:
                     f"{results[name][mode]['failures']}, cpu {results[name][mode]['cpu_cores']}",
                     flush=True,
                 )
+                cluster.check_refusals(f"W4 {name} {mode}")
                 time.sleep(1.0)
     return [
         {
@@ -606,3 +667,223 @@ def profile_wsk(run: Run, rate: float, payload: int, out_raw: Path, out_svg: Pat
             "was sampled; the profile shows that state, not a healthy broadcast"
         )
     return {"rate": rate, "payload_bytes": payload, "step": result, "node_log_problems": problems}
+
+
+RECOVERY_METRICS = (
+    "wsk_recoveries_attempted_total",
+    'wsk_recoveries_total{reason="",result="succeeded"}',
+    "wsk_recovery_replayed_total",
+)
+
+
+NodeCounters = dict[str, dict[str, float]]
+
+
+def _recovery_counters(cluster: Cluster) -> NodeCounters:
+    """The recovery counters of each of the cluster's running wsk nodes."""
+    return {
+        node.node_name: {
+            name: value
+            for name, value in node.metrics().items()
+            if name.startswith(("wsk_recoveries", "wsk_recovery_replayed"))
+        }
+        for node in cluster.nodes
+        if node.running
+    }
+
+
+def _counters_grown(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> Json:
+    """How much each counter grew on the nodes that ran throughout, added up."""
+    grown: dict[str, int] = {}
+    for node, counters in after.items():
+        for name, value in counters.items():
+            old = before.get(node, {}).get(name, 0.0)
+            grown[name] = grown.get(name, 0) + round(value - old)
+    return grown
+
+
+def _members_status(pool: Pool, receivers: list[Worker], total: int = 0) -> Json:
+    """The members of every receiving process, added up."""
+    replies = pool.all("members_status", receivers, total=total)
+    merged: Json = {"reconnect_failures": Counter()}
+    merged["recover_hist"] = hist.merge(reply["recover_hist"] for reply in replies)
+    for reply in replies:
+        for key, value in reply.items():
+            if key == "reconnect_failures":
+                merged[key].update(value)
+            elif key in ("first_attempt", "first_loss", "first_back"):
+                values = [v for v in (merged.get(key), value) if v is not None]
+                merged[key] = min(values) if values else None
+            elif key in ("last_back",):
+                values = [v for v in (merged.get(key), value) if v is not None]
+                merged[key] = max(values) if values else None
+            elif isinstance(value, int | float):
+                merged[key] = merged.get(key, 0) + value
+    merged["reconnect_failures"] = dict(merged["reconnect_failures"])
+    return merged
+
+
+def recovery_fault(
+    run: Run, cluster: Cluster, pool: Pool, fault: str, step: int, stack: str
+) -> Json:
+    """One fault while the publisher keeps sending: how fast and how well the clients recover.
+
+    ``drop`` breaks every client's connection at once (their node lives); ``kill``
+    kills node1, which holds them all, with SIGKILL (node2 takes them, through
+    HAProxy's redispatch). Each client reconnects by itself with its ``pid`` and
+    offset; afterwards every client must have every published message once.
+    """
+    s = run.settings
+    publisher, receivers = pool[0], pool.workers[1:]
+    pool.all("members_reset", receivers)
+    before = _recovery_counters(cluster)
+    publisher.call("publish_start", rate=s.w5_rate, room=ROOM, size=s.w5_payload, step=step)
+    time.sleep(s.w5_before_seconds)
+    groups = cpu_groups(cluster, run, pool, publisher)
+    if fault == "kill":
+        # the node that dies takes its CPU figure with it: what counts is the one taking over
+        groups.pop(cluster.nodes[0].node_name)
+    sampler = Sampler(groups)
+    if fault == "drop":
+        pool.all("members_drop", receivers)
+    elif fault == "kill":
+        cluster.nodes[0].kill()
+    else:
+        raise BenchError(f"unknown W5 fault {fault!r}")
+    faulted = time.monotonic()
+    deadline = faulted + s.w5_recover_timeout
+    members = 0
+    while True:
+        status = _members_status(pool, receivers)
+        members = status["members"]
+        if status["lost"] >= members and status["back"] >= members:
+            break
+        if time.monotonic() > deadline:
+            run.note(
+                f"W5 {stack} {fault}: only {status['back']} of {members} clients were back "
+                f"{s.w5_recover_timeout:g} s after the fault"
+            )
+            break
+        time.sleep(0.2)
+    cpu = sampler.stop()
+    time.sleep(s.w5_after_seconds)
+    published = publisher.call("publish_stop")
+    # wait for the last messages to reach every client
+    expected = published["sent"] * members
+    settle = time.monotonic() + s.w5_settle_seconds
+    last, still = -1, time.monotonic()
+    while True:
+        status = _members_status(pool, receivers, total=published["sent"])
+        now = time.monotonic()
+        if status["received"] != last:
+            last, still = status["received"], now
+        # everything arrived, or nothing more for a second (what was lost stays lost)
+        if status["received"] >= expected or now - still > 1.0 or now > settle:
+            break
+        time.sleep(0.2)
+    after = _recovery_counters(cluster)
+    cluster.check_refusals(f"W5 {stack} {fault}")
+    first, last = status["first_attempt"], status["last_back"]
+    span = (last - first) if first is not None and last is not None else None
+    recovered = status["recovered"]
+    server = _counters_grown(before, after)
+    first_back = status["first_back"]
+    pace = (last - first_back) if first_back is not None and last is not None else None
+    result = {
+        "fault": fault,
+        "clients": members,
+        "lost_connection": status["lost"],
+        "back": status["back"],
+        "recovered": recovered,
+        "not_recovered": status["not_recovered"],
+        "attempts": status["attempts"],
+        "reconnect_failures": status["reconnect_failures"],
+        "recover_seconds": round(span, 3) if span is not None else None,
+        "recovered_per_s": round(recovered / span, 1) if span and recovered else 0.0,
+        # from the first client back to the last: the pace once the way to a node is open
+        # (after a kill, HAProxy's retries and health checks come first)
+        "recovered_per_s_after_first": (
+            round((recovered - 1) / pace, 1) if pace and recovered > 1 else None
+        ),
+        "time_to_recover": hist.summary(status["recover_hist"]),
+        "published": published["sent"],
+        "acked": published["acked"],
+        "expected": expected,
+        "received": status["received"],
+        "replayed": status["replayed"],
+        "messages_lost": status["messages_lost"],
+        "messages_duplicated": status["messages_duplicated"],
+        "clients_with_loss": status["members_with_loss"],
+        "out_of_order": status["out_of_order"],
+        "server_counters": server,
+        "cpu_cores": cpu,
+    }
+    print(
+        f"  W5 {stack} {fault}: {recovered}/{members} recovered in {result['recover_seconds']} s "
+        f"({result['recovered_per_s']}/s), replayed {result['replayed']}, lost "
+        f"{result['messages_lost']}, duplicated {result['messages_duplicated']}, out of order "
+        f"{result['out_of_order']}, reconnect failures {result['reconnect_failures'] or 'none'}",
+        flush=True,
+    )
+    return result
+
+
+def w5_recovery(run: Run, stack: str) -> Json:
+    """Clients in one room on node1, a steady publisher on node2; faults while it publishes."""
+    s = run.settings
+    window = f"{s.w5_recovery_window:g}"
+    flags = {"recovery-window": window}
+    if stack == "node":
+        flags["adapter"] = "streams"
+    with (
+        run.cluster(stack, "w5", flags=flags) as cluster,
+        run.pool(1 + s.w5_workers, f"w5-{stack}") as pool,
+    ):
+        publisher, receivers = pool[0], pool.workers[1:]
+        node1, node2 = cluster.nodes[0], cluster.nodes[1]
+        url = cluster.haproxy.url
+        joined = pool.each(
+            "members_join",
+            [
+                {
+                    "url": url,
+                    "count": n,
+                    "room": ROOM,
+                    "cookie": cluster.haproxy.cookie_for(node1),
+                    "concurrency": max(1, s.w5_reconnect_concurrency // len(receivers)),
+                    "reconnect_delay": s.w5_reconnect_delay,
+                }
+                for n in split(s.w5_clients, len(receivers))
+            ],
+            receivers,
+        )
+        failures: Counter[str] = Counter()
+        for reply in joined:
+            failures.update(reply["failures"])
+        connected = sum(r["connected"] for r in joined)
+        if not connected:
+            raise BenchError(f"W5 {stack}: no client could connect: {dict(failures)}")
+        connect(pool, [publisher], url, 1, 1, cookie=cluster.haproxy.cookie_for(node2))
+        clients_per_node = {node.node_name: node.clients() for node in cluster.nodes}
+        print(f"  W5 {stack}: {connected} clients, per node {clients_per_node}", flush=True)
+        faults = []
+        for index, fault in enumerate(s.w5_faults):
+            faults.append(recovery_fault(run, cluster, pool, fault, 100 + index, stack))
+    for item in faults:
+        if stack == "wsk" and (item["messages_lost"] or item["messages_duplicated"]):
+            run.note(
+                f"W5 wsk {item['fault']}: {item['messages_lost']} messages lost and "
+                f"{item['messages_duplicated']} duplicated: recovery broke its promise"
+            )
+    return {
+        "stack": stack,
+        "recovery_window": s.w5_recovery_window,
+        "adapter": "redis-streams-adapter" if stack == "node" else "wsk stream",
+        "node_log_problems": run.check_logs(cluster, f"W5 {stack}"),
+        "connected": connected,
+        "failures": dict(failures),
+        "clients_per_node": clients_per_node,
+        "faults": faults,
+    }
