@@ -304,7 +304,8 @@ def figures(results: Json) -> list[Json]:
             )
         )
     w5 = {run["stack"]: {f["fault"]: f for f in run["faults"]} for run in results.get("w5", [])}
-    faults = results["settings"].get("w5_faults", [])
+    # a run from before W5 (``--render``) has no W5 rows
+    faults = results["settings"].get("w5_faults", []) if results.get("w5") else []
     for fault in faults:
         name = W5_FAULTS.get(fault, fault)
         for fid, label, unit, better, path in (
@@ -370,6 +371,12 @@ def markdown(results: Json, chart_name: str) -> str:
     m = results["machine"]
     s = results["settings"]
     py, nd = m["python"], m["node"]
+    streams = (
+        f" (W1 to W4), @socket.io/redis-streams-adapter "
+        f"{nd['@socket.io/redis-streams-adapter']} (W5)"
+        if nd.get("@socket.io/redis-streams-adapter")
+        else ""
+    )
     lines = [
         f"## {results['label']}: {results['started'][:16].replace('T', ' ')} UTC "
         f"({results['mode']} run, {results['duration_seconds'] / 60:.1f} min)",
@@ -384,9 +391,8 @@ def markdown(results: Json, chart_name: str) -> str:
         f"Versions: wsk {py['wsk']}, python-socketio {py['python-socketio']}, python-engineio "
         f"{py['python-engineio']}, eventlet {py['eventlet']}, redis-py {py['redis']} on Python "
         f"{py['python']}; Node {nd['node']}, socket.io {nd.get('socket.io')}, engine.io "
-        f"{nd.get('engine.io')}, @socket.io/redis-adapter {nd.get('@socket.io/redis-adapter')} "
-        f"(W1 to W4), @socket.io/redis-streams-adapter "
-        f"{nd.get('@socket.io/redis-streams-adapter')} (W5), "
+        f"{nd.get('engine.io')}, @socket.io/redis-adapter {nd.get('@socket.io/redis-adapter')}"
+        f"{streams}, "
         f"redis {nd.get('redis')}, ws {nd.get('ws')}; {m['redis_server'].split(' sha=')[0]}; "
         f"{m['haproxy'].split(' - ')[0]}. Load generator: Python {py['python']} with uvloop "
         f"{py['uvloop']}.",
