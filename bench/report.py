@@ -584,6 +584,13 @@ def _recovery_cost_table(results: Json) -> list[str]:
     return lines
 
 
+def _counter_name(sample: str) -> str:
+    """``wsk_recoveries_total{reason="",result="succeeded"}`` as ``recoveries succeeded``."""
+    name = sample.split("{")[0].removeprefix("wsk_").removesuffix("_total")
+    labels = [value for value in re.findall(r'="([^"]*)"', sample) if value]
+    return " ".join([name, *sorted(labels, key=lambda v: v not in ("succeeded", "failed"))])
+
+
 def _w5_details(results: Json) -> list[str]:
     runs = results.get("w5") or []
     if not runs:
@@ -595,38 +602,36 @@ def _w5_details(results: Json) -> list[str]:
         "",
         "Lean clients that speak the recovery handshake as socket.io-client 4.6+ does: they keep "
         "the `pid` of the CONNECT answer and the offset that ends each event, and reconnect by "
-        f"themselves ({s['w5_reconnect_delay']:g} s after the loss, at most "
+        f"themselves (up to {s['w5_reconnect_delay']:g} s after the loss, at most "
         f"{s['w5_reconnect_concurrency']} at a time) with `{{pid, offset}}` in the CONNECT auth; "
         "recovered means the answer carried the same `pid`. A client that was not recovered "
         "joins the room again. Faults, while messages keep flowing: `drop`, every connection "
         "broken at once by the clients (no close frame; the node lives), then `kill`, kill -9 "
-        "of node1 (HAProxy sends them to node2). Recovered per second: the clients recovered "
+        "of node1 (HAProxy sends them to node2; `lost the connection` counts the clients it "
+        "held). Recovered per second: the clients recovered "
         "over the time from the first reconnect attempt to the last client back; `after the "
         "first`: from the first client back to the last. Replayed: messages a client got on "
-        "its new connection that were sent before it opened. Lost and duplicated: over every "
-        "client and every published message. Node runs socket.io with "
+        "its new connection that were sent before its CONNECT answer. Lost and duplicated: "
+        "over every client and every published message. Node runs socket.io with "
         "`connectionStateRecovery` and `@socket.io/redis-streams-adapter`, which writes a "
         "session to Redis only when its node sees the client leave.",
         "",
-        "| stack | fault | recovered | not recovered | recovered/s | after the first, /s | "
-        "p50 ms | p99 ms | published | replayed | lost | duplicated | out of order | "
-        "server counters |",
+        "| stack | fault | lost the connection | recovered | not recovered | recovered/s | "
+        "after the first, /s | p50 ms | p99 ms | published | replayed | lost | duplicated | "
+        "out of order | server counters |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-        "---: | --- |",
+        "---: | ---: | --- |",
     ]
     for run in runs:
         for f in run["faults"]:
             t = f["time_to_recover"]
             counters = (
-                ", ".join(
-                    f"{k.replace('wsk_', '').split('{')[0]} {v:,}"
-                    for k, v in f["server_counters"].items()
-                    if v
-                )
+                ", ".join(f"{_counter_name(k)} {v:,}" for k, v in f["server_counters"].items() if v)
                 or "n/a"
             )
             lines.append(
-                f"| {STACK_NAMES[run['stack']]} | {f['fault']} | {_num(f['recovered'])} | "
+                f"| {STACK_NAMES[run['stack']]} | {f['fault']} | {_num(f['lost_connection'])} | "
+                f"{_num(f['recovered'])} | "
                 f"{_num(f['not_recovered'])} | {_num(f['recovered_per_s'])} | "
                 f"{_num(f.get('recovered_per_s_after_first'))} | {_num(t['p50_ms'])} | "
                 f"{_num(t['p99_ms'])} | {_num(f['published'])} | {_num(f['replayed'])} | "
@@ -638,7 +643,9 @@ def _w5_details(results: Json) -> list[str]:
         lines.append(
             f"- {STACK_NAMES[run['stack']]}: {run['connected']} clients "
             f"(per node {run['clients_per_node']}), recovery window "
-            f"{run['recovery_window']:g} s, {run['adapter']}; connect failures "
+            f"{run['recovery_window']:g} s, {run['adapter']}; clients per node at each fault "
+            + "; ".join(f"{f['fault']} {f.get('clients_per_node', 'n/a')}" for f in run["faults"])
+            + "; connect failures "
             f"{run['failures'] or 'none'}; reconnect failures "
             + "; ".join(f"{f['fault']} {f['reconnect_failures'] or 'none'}" for f in run["faults"])
             + "."

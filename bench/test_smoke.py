@@ -53,10 +53,15 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     for run in results["w5"]:
         assert [f["fault"] for f in run["faults"]] == list(SMOKE.w5_faults)
         for fault in run["faults"]:
-            assert fault["back"] == fault["clients"] == SMOKE.w5_clients, fault
+            assert fault["clients"] == SMOKE.w5_clients, fault
+            # every client that lost its connection came back (HAProxy may have sent one
+            # to node2 at the drop, which the kill of node1 then leaves alone)
+            assert fault["back"] == fault["lost_connection"] > 0, fault
+            if fault["fault"] == "drop":
+                assert fault["lost_connection"] == fault["clients"], fault
             assert fault["published"] > 0, fault
             if run["stack"] == "wsk":
-                assert fault["recovered"] == fault["clients"], fault
+                assert fault["recovered"] == fault["lost_connection"], fault
                 assert fault["messages_lost"] == fault["messages_duplicated"] == 0, fault
                 assert fault["out_of_order"] == 0, fault
         if run["stack"] == "wsk":
