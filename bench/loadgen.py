@@ -44,6 +44,10 @@ import uvloop
 from bench import hist
 
 CONNECT_TIMEOUT = 10.0
+# what a recovering client waits for its CONNECT answer: socket.io-client's own default
+# (the Manager's ``timeout``), so that a node replaying to many clients at once is given
+# the time a real client gives it
+RECOVERY_CONNECT_TIMEOUT = 20.0
 HANDSHAKE_TIMEOUT = 5.0
 MESSAGE_PREFIX = b'42["message"'
 MAX_FRAME = 16 * 1024 * 1024
@@ -364,7 +368,9 @@ class Member:
         """Open a connection; a recovery when a ``pid`` is known, else a new session."""
         auth = {"pid": self.pid, "offset": self.offset} if self.pid and self.offset else None
         host, port, path = self.target
-        client = await self.worker._open(host, port, path, self.worker.cookie, self, auth)
+        client = await self.worker._open(
+            host, port, path, self.worker.cookie, self, auth, RECOVERY_CONNECT_TIMEOUT
+        )
         answer = client.answer
         recovering = auth is not None
         recovered = recovering and answer.get("pid") == self.pid
@@ -403,9 +409,9 @@ class Member:
                     return
                 except (TimeoutError, OSError, ProtocolError, ValueError) as exc:
                     name = failure_name(exc)
-                    self.worker.reconnect_failures[name] = (
-                        self.worker.reconnect_failures.get(name, 0) + 1
-                    )
+                    failures = self.worker.reconnect_failures
+                    failures[name] = failures.get(name, 0) + 1
+                    self.worker.reconnect_examples.setdefault(name, str(exc)[:160])
             await asyncio.sleep(self.worker.reconnect_delay)
 
     def drop(self) -> None:
@@ -489,6 +495,7 @@ class Worker:
         self.reconnect_delay = 0.5
         self.gate = asyncio.Semaphore(100)
         self.reconnect_failures: dict[str, int] = {}
+        self.reconnect_examples: dict[str, str] = {}
         self.stopping = False
         self.tasks: set[asyncio.Task[Any]] = set()
         self.publishing: asyncio.Task[Json] | None = None
@@ -545,6 +552,7 @@ class Worker:
         cookie: str | None,
         member: Member | None = None,
         auth: Json | None = None,
+        timeout: float = CONNECT_TIMEOUT,
     ) -> Client:
         request = upgrade_request(f"{host}:{port}", path, "EIO=4&transport=websocket", cookie)
         loop = asyncio.get_running_loop()
@@ -555,8 +563,10 @@ class Worker:
             CONNECT_TIMEOUT,
         )
         try:
-            await asyncio.wait_for(asyncio.shield(client.ready), CONNECT_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(client.ready), timeout)
         except BaseException:
+            # the connection's own outcome is of no interest any more
+            client.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
             client.close()
             raise
         return client
@@ -657,6 +667,7 @@ class Worker:
         for member in self.members:
             member.reset()
         self.reconnect_failures = {}
+        self.reconnect_examples = {}
         return {}
 
     async def members_drop(self) -> Json:
@@ -694,6 +705,7 @@ class Worker:
             "out_of_order": sum(m.out_of_order for m in members),
             "received": sum(sum(m.seen) for m in members),
             "reconnect_failures": dict(self.reconnect_failures),
+            "reconnect_examples": dict(self.reconnect_examples),
             "recover_hist": hist.sparse(times),
         }
         if total:

@@ -219,7 +219,8 @@ class ServerNode(Process):
         if hit:
             raise BenchError(
                 f"{what}: {self.name} refused clients or events, so the figures measure a guard, "
-                f"not throughput: {hit} (raise the limit in bench/procs.py WSK_BENCH_LIMITS)"
+                f"not throughput: {hit} (a run with --set wsk_log_level=info --keep-logs logs "
+                "each refusal's reason; a limit is raised in bench/procs.py WSK_BENCH_LIMITS)"
             )
 
 

@@ -318,6 +318,13 @@ def figures(results: Json) -> list[Json]:
                 ("recovered_per_s",),
             ),
             ("p99", "time to recover p99", "ms", "lower", ("time_to_recover", "p99_ms")),
+            (
+                "server_cpu",
+                "server CPU per recovered client",
+                "ms",
+                "lower",
+                ("server_cpu_ms_per_recovery",),
+            ),
             ("lost", "messages lost", "messages", "lower", ("messages_lost",)),
             ("duplicated", "messages duplicated", "messages", "lower", ("messages_duplicated",)),
         ):
@@ -617,10 +624,10 @@ def _w5_details(results: Json) -> list[str]:
         "session to Redis only when its node sees the client leave.",
         "",
         "| stack | fault | lost the connection | recovered | not recovered | recovered/s | "
-        "after the first, /s | p50 ms | p99 ms | published | replayed | lost | duplicated | "
-        "out of order | server counters |",
+        "after the first, /s | p50 ms | p99 ms | server CPU per recovery, ms | published | "
+        "replayed | lost | duplicated | out of order | server counters |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-        "---: | ---: | --- |",
+        "---: | ---: | ---: | --- |",
     ]
     for run in runs:
         for f in run["faults"]:
@@ -634,7 +641,8 @@ def _w5_details(results: Json) -> list[str]:
                 f"{_num(f['recovered'])} | "
                 f"{_num(f['not_recovered'])} | {_num(f['recovered_per_s'])} | "
                 f"{_num(f.get('recovered_per_s_after_first'))} | {_num(t['p50_ms'])} | "
-                f"{_num(t['p99_ms'])} | {_num(f['published'])} | {_num(f['replayed'])} | "
+                f"{_num(t['p99_ms'])} | {_num(f.get('server_cpu_ms_per_recovery'))} | "
+                f"{_num(f['published'])} | {_num(f['replayed'])} | "
                 f"{_num(f['messages_lost'])} | {_num(f['messages_duplicated'])} | "
                 f"{_num(f['out_of_order'])} | {counters} |"
             )

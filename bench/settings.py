@@ -18,6 +18,9 @@ class Settings:
     # the okok heartbeat, on both sides, is kept out of the measurements
     heartbeat_interval: float = 3600.0
     haproxy_maxconn: int = 9000
+    # the wsk nodes' --log-level: warning keeps a connection from costing a log line
+    # (``--set wsk_log_level=info`` shows each refusal's reason, for a run that hit one)
+    wsk_log_level: str = "warning"
     # W1: fan-out
     w1_clients: int = 1000
     w1_payloads: tuple[int, ...] = (100, 1024)

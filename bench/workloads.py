@@ -50,6 +50,7 @@ class Run:
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
             heartbeat_interval=s.heartbeat_interval,
+            wsk_log_level=s.wsk_log_level,
         )
 
     def cluster(
@@ -715,6 +716,8 @@ def _members_status(pool: Pool, receivers: list[Worker], total: int = 0) -> Json
         for key, value in reply.items():
             if key == "reconnect_failures":
                 merged[key].update(value)
+            elif key == "reconnect_examples":
+                merged[key] = {**value, **merged.get(key, {})}
             elif key in ("first_attempt", "first_loss", "first_back"):
                 values = [v for v in (merged.get(key), value) if v is not None]
                 merged[key] = min(values) if values else None
@@ -808,6 +811,7 @@ def recovery_fault(
         "not_recovered": status["not_recovered"],
         "attempts": status["attempts"],
         "reconnect_failures": status["reconnect_failures"],
+        "reconnect_failure_examples": status.get("reconnect_examples", {}),
         "recover_seconds": round(span, 3) if span is not None else None,
         "recovered_per_s": round(recovered / span, 1) if span and recovered else 0.0,
         # from the first client back to the last: the pace once the way to a node is open
@@ -827,6 +831,14 @@ def recovery_fault(
         "out_of_order": status["out_of_order"],
         "server_counters": server,
         "cpu_cores": cpu,
+        "cpu_seconds_wall": round(sampler.wall, 3),
+        # the nodes' CPU from the fault until every client was back, per client recovered
+        # (it includes serving the room's live traffic meanwhile)
+        "server_cpu_ms_per_recovery": (
+            round(server_cores({"cpu_cores": cpu}) * sampler.wall * 1000 / recovered, 2)
+            if recovered
+            else None
+        ),
     }
     print(
         f"  W5 {stack} {fault}: {recovered}/{members} recovered in {result['recover_seconds']} s "
