@@ -408,6 +408,11 @@ def markdown(results: Json, chart_name: str) -> str:
         f"pingTimeout {s['ping_timeout']:g} s, heartbeat every {s['heartbeat_interval']:g} s "
         "(out of the way), compression off, one Redis and one HAProxy configuration.",
         "",
+        *(
+            [f"Settings changed for this run (`--set`): {', '.join(results['overrides'])}.", ""]
+            if results.get("overrides")
+            else []
+        ),
         f"![wsk/Node ratios and the W1 ramp]({chart_name})",
         "",
         "| workload | figure | wsk | Node | wsk/Node | |",
