@@ -592,7 +592,6 @@ def _recovery_cost_table(results: Json) -> list[str]:
             f"| {row['label']} ({row['unit']}, {arrow}) | {_num(row['on'])} | "
             f"{_num(row['off'])} | {_num(row['ratio'])} | {verdict} |"
         )
-    lines.append("")
     return lines
 
 
