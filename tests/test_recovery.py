@@ -10,6 +10,7 @@ clients of a node that went away came back with their session (``recovered``).
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
@@ -267,3 +268,51 @@ def test_wsk_client_recovers_and_says_so(cluster):
         proc.wait()
     sids = [line.split()[2] for line in lines if " connected " in line or " recovered " in line]
     assert len(set(sids)) == 1, lines
+
+
+def _raw_client(node):
+    """An Engine.IO websocket straight to a node, past its open packet."""
+    import websocket
+
+    ws = websocket.create_connection(
+        f"ws://{node.url.removeprefix('http://')}/?EIO=4&transport=websocket", timeout=10
+    )
+    assert ws.recv().startswith("0")
+    return ws
+
+
+def _connect(node, auth=None) -> dict:
+    ws = _raw_client(node)
+    ws.send("40" + (json.dumps(auth) if auth else ""))
+    answer = ws.recv()
+    ws.close()
+    assert answer.startswith("40{"), answer
+    return json.loads(answer[2:])
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["recovering", "new"])
+def test_a_client_that_leaves_while_its_connect_waits_on_redis_is_no_protocol_error(
+    cluster, returning
+):
+    """Was: the CONNECT went on for a session that had ended, and failed on it
+    (KeyError: 'Session not found', counted as a malformed packet); a claimed
+    session was left owned by the connection that had gone."""
+    cluster.start(nodes=1)
+    node = cluster.nodes[0]
+    first = _connect(node)
+    auth = {"pid": first["pid"], "offset": None} if returning else None
+    leaving = _raw_client(node)
+    cluster.redis.signal(signal.SIGSTOP)  # Redis stalls: the CONNECT waits on it
+    try:
+        leaving.send("40" + (json.dumps(auth) if auth else ""))
+        time.sleep(0.5)
+        leaving.close()
+        wait_until(lambda: node.health()[1]["clients"] == 0, 10, what="the client to be gone")
+    finally:
+        cluster.redis.signal(signal.SIGCONT)
+    # the node gets on with it once Redis answers, and says nothing of a malformed packet
+    again = _connect(node, {"pid": first["pid"], "offset": None})
+    assert again["sid"] == first["sid"]  # the session waited for its client, as before
+    assert node.metric("wsk_protocol_errors_total", 0, kind="packet") == 0
+    assert "malformed" not in node.log()
+    assert node.metric("wsk_connected_clients", 0) == 0

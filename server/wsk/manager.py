@@ -486,6 +486,10 @@ class ClusterManager(socketio.Manager):
         if seen > (self.position or ZERO):
             self.floors[sid] = seen
 
+    def give_back(self, pid: str, owner: str) -> None:
+        """A claimed session whose client left before it was restored waits for it again."""
+        self.releases.post((pid, owner, True))
+
     def end_session(self, sid: str, owner: str, recoverable: bool) -> None:
         """A client left: keep its session for the window if it may come back, else drop it."""
         pid = self.pids.pop(sid, None)

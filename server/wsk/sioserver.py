@@ -126,6 +126,11 @@ class SocketIOServer(SocketIOHooks):
             # comes back with its pid once Redis answers.
             self.send_away(eio_sid)
             return
+        if self._left(eio_sid):
+            # it went while Redis looked its session up: the session waits for it again
+            if restored:
+                manager.give_back(restored[0], eio_sid)
+            return
         sid = restored[1].sid if restored else None
         if sid is not None and manager.is_connected(sid, namespace):
             # its old connection to this node is still open: the client has left it
@@ -146,6 +151,10 @@ class SocketIOServer(SocketIOHooks):
             self.recovering.add(sid)
         else:
             pid = manager.open_session(sid, eio_sid)
+            if self._left(eio_sid):  # it went while Redis kept its new session
+                manager.disconnect(sid, namespace, ignore_queue=True)
+                manager.end_session(sid, eio_sid, recoverable=False)
+                return
         try:
             accepted = self.call_connect_handler(namespace, sid, self.environ[eio_sid], auth)
             reason: Any = "Connection refused by server"
@@ -198,6 +207,14 @@ class SocketIOServer(SocketIOHooks):
             log.info("a client could not recover its session (%s: %s)", exc.reason, exc)
             return None
         return auth["pid"], record, after
+
+    def _left(self, eio_sid: str) -> bool:
+        """Whether a client's Engine.IO session ended (while its CONNECT waited on Redis)."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None or sock.closed:
+            log.debug("a client left before its connect was answered")
+            return True
+        return False
 
     def _speaks_v2(self, eio_sid: str) -> bool:
         """Whether a client speaks Engine.IO 3, hence Socket.IO 2 (socket.io-client 2.x)."""
