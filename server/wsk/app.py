@@ -2,8 +2,9 @@
 
 ``/healthz`` and ``/metrics`` are answered before Socket.IO sees the request, so
 they work even when Socket.IO is served at ``/``; so is a browser's request for the
-live page (``wsk.page``: at the Socket.IO path, without ``EIO`` in its query). A full node (``wsk.transport.http``)
-answers every request it takes past its limit with a 503, ``/healthz`` included.
+live page (``wsk.page``: at the Socket.IO path, without ``EIO`` in its query). A full
+node (``wsk.transport.http``) answers every request it takes past its limit with a 503,
+``/healthz`` included.
 """
 
 from __future__ import annotations
