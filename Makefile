@@ -70,7 +70,7 @@ yamllint: $(BIN)/molecule
 	$(BIN)/yamllint -s .
 
 # The scenarios `make test` runs, and those `make test-all` runs: each full run takes
-# about 8-10 minutes here, so CI runs Debian 12 (default) and test-all adds Debian 13.
+# 10-15 minutes on a 2-core machine, so CI runs Debian 12 (default) and test-all adds Debian 13.
 MOLECULE_SCENARIOS ?= default
 MOLECULE_ALL_SCENARIOS ?= default debian13
 
