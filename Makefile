@@ -5,16 +5,18 @@ BIN := $(VENV)/bin
 # Deployment tools call ansible-playbook: they find it on PATH, in the venv.
 VENV_PATH := PATH=$(CURDIR)/$(BIN):$$PATH
 # PACKAGE:COMMAND is skipped where COMMAND exists already
-OS_PACKAGES := redis-server haproxy curl openssl nodejs:node npm:npm
+# chromium: the browser tests/test_page.py drives (Playwright, pointed at it)
+OS_PACKAGES := redis-server haproxy curl openssl nodejs:node npm:npm chromium:chromium
 VENV_PACKAGE := $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
 
 .PHONY: help demo destroy demo-local demo-local-stop test lint pytest ansible-lint yamllint \
-	molecule bench os-packages clean
+	molecule bench os-packages clean test-all vendor
 
 help:
 	@echo "make demo      deploy a cluster into local containers and say how to connect to it"
 	@echo "make destroy   remove the demo cluster"
-	@echo "make test      install what the tests need and run them all"
+	@echo "make test      install what the tests need and run them all (Molecule: $(MOLECULE_SCENARIOS))"
+	@echo "make test-all  the same with every Molecule scenario ($(MOLECULE_ALL_SCENARIOS))"
 	@echo "make bench     measure wsk beside the Node socket.io cluster (docs/benchmarks.md)"
 	@echo "make demo-local / demo-local-stop   the same cluster as plain processes on loopback"
 
@@ -67,12 +69,25 @@ ansible-lint: $(BIN)/molecule
 yamllint: $(BIN)/molecule
 	$(BIN)/yamllint -s .
 
-# the verifier runs Node's socket.io-client of tests/node against the cluster too
+# The scenarios `make test` runs, and those `make test-all` runs: each full run takes
+# 10-15 minutes on a 2-core machine, so CI runs Debian 12 (default) and test-all adds Debian 13.
+MOLECULE_SCENARIOS ?= default
+MOLECULE_ALL_SCENARIOS ?= default debian13
+
+# the verifier runs Node's socket.io-client of tests/node against the cluster too;
+# the scenarios share container names and ports: one after the other
 molecule: $(BIN)/wsk-server $(BIN)/molecule $(NODE_MODULES)
 	$(VENV_PATH) scripts/docker-engine.sh
-	$(VENV_PATH) molecule test
+	set -e; for scenario in $(MOLECULE_SCENARIOS); do $(VENV_PATH) molecule test -s $$scenario; done
+
+# the live page's browser bundle, from web/package-lock.json into server/wsk/static/ (commit it)
+vendor: os-packages
+	scripts/vendor-web.sh
 
 test: lint pytest ansible-lint yamllint molecule
 
+test-all:
+	$(MAKE) test MOLECULE_SCENARIOS="$(MOLECULE_ALL_SCENARIOS)"
+
 clean:
-	rm -rf $(VENV) tests/node/node_modules bench/node/node_modules .demo-local
+	rm -rf $(VENV) tests/node/node_modules bench/node/node_modules web/node_modules .demo-local tests/artifacts

@@ -35,6 +35,7 @@ case ${1:-up} in
         cat <<MESSAGE
 
 The wsk demo cluster is up (containers lb1, app1, app2, redis1).
+  the live page       https://127.0.0.1:$https_port/wsk/   (trust $ca, or use http://127.0.0.1:$http_port/wsk/)
   Socket.IO endpoint  https://127.0.0.1:$https_port/wsk   (TLS; http://127.0.0.1:$redirect_port redirects to it)
   plain, for tools    http://127.0.0.1:$http_port/wsk
   the demo's CA       $ca   (throwaway, made for this demo; trust it nowhere else)

@@ -65,6 +65,8 @@ done
 cat <<MSG
 
 wsk demo cluster is up on loopback: Redis :$redis_port, nodes :${node_ports[*]}, HAProxy :$http_port.
+Watch it live in a browser (nodes, your connection, a room, a chart):
+    http://127.0.0.1:$http_port/wsk/
 Connect a client (Ctrl-C to leave):
     .venv/bin/wsk-client http://127.0.0.1:$http_port
 Send an event to every client from anywhere:

@@ -1,8 +1,10 @@
-"""The node's HTTP surface: health and metrics first, then Socket.IO.
+"""The node's HTTP surface: health and metrics first, then the live page, then Socket.IO.
 
 ``/healthz`` and ``/metrics`` are answered before Socket.IO sees the request, so
-they work even when Socket.IO is served at ``/``. A full node (``wsk.transport.http``)
-answers every request it takes past its limit with a 503, ``/healthz`` included.
+they work even when Socket.IO is served at ``/``; so is a browser's request for the
+live page (``wsk.page``: at the Socket.IO path, without ``EIO`` in its query). A full
+node (``wsk.transport.http``) answers every request it takes past its limit with a 503,
+``/healthz`` included.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socketio
 from wsk.config import Config
 from wsk.health import RedisMonitor
 from wsk.metrics import CONTENT_TYPE, Metrics
+from wsk.page import Page
 from wsk.transport.http import CLOSE_KEY, FULL_KEY
 
 StartResponse = Callable[..., Any]
@@ -33,6 +36,7 @@ class NodeApp:
         self.sio = sio
         self.monitor = monitor
         self.metrics = metrics
+        self.page = Page(config)
         self.draining = False
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -51,6 +55,8 @@ class NodeApp:
         if self.draining and "sid=" not in environ.get("QUERY_STRING", ""):
             # a new session would be cut short: send the client elsewhere
             return _json(start_response, "503 Service Unavailable", {"error": "node is draining"})
+        if self.page.answers(environ):
+            return self.page(environ, start_response)
         return self.socketio_app(environ, start_response)
 
     def healthz(self, start_response: StartResponse, full: bool = False) -> Iterable[bytes]:

@@ -222,6 +222,19 @@ def test_the_public_side_serves_only_the_prefix():
     assert health.json()["node"] in PROCESSES
 
 
+def test_the_live_page_and_its_browser_bundle_come_from_the_deployed_nodes():
+    # from the wheel the socketio role built and shipped: the package carries its static files
+    page = requests.get(f"{URL}{PATH}/", timeout=10)
+    bundle = requests.get(f"{URL}{PATH}/?asset=socket.io.min.js", timeout=10)
+    script = requests.get(f"{URL}{PATH}?asset=page.js", timeout=10)
+    assert page.status_code == 200, page.text
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert 'src="?asset=page.js"' in page.text
+    assert bundle.status_code == 200
+    assert bundle.text.startswith("/*!\n * Socket.IO v4.8.")
+    assert script.status_code == 200 and "socket.recovered" in script.text
+
+
 def test_the_stats_port_wants_its_password():
     for path in ("/stats", "/metrics"):
         assert requests.get(f"{STATS_URL}{path}", timeout=5).status_code == 401
