@@ -166,6 +166,8 @@ class HAProxy:
             maxconn=maxconn,
             connect_timeout="5s",
             check="inter 1s fall 2 rise 2",
+            # a node refusing connections under the benchmark's load stays in
+            observe="",
         )
         self.config_path.write_text(self.config_text)
 
