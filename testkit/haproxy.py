@@ -71,7 +71,7 @@ def config(
     cookie: str = "WSKID",
     balance: str = "leastconn",
     maxconn: int = 9000,
-    connect_timeout: str = "2s",
+    connect_timeout: str = "500ms",
     check: str = "inter 300ms fastinter 150ms downinter 300ms fall 2 rise 2",
     sid_routing: bool = True,
     stats_socket: str | None = None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -301,7 +302,8 @@ def test_the_status_playbook_prints_one_table_naming_every_process_up():
         shlex.split(STATUS_COMMAND), check=True, capture_output=True, text=True, timeout=300
     )
     print(result.stdout[-3000:])
-    rows = [line.strip().strip('",') for line in result.stdout.splitlines() if "|" in line]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # Ansible's colours
+    rows = [line.strip().strip('",') for line in plain.splitlines() if "|" in line]
     for process in PROCESSES:
         server = process.replace(":", "-")
         row = next((r for r in rows if r.split("|")[0].strip() == server), None)
