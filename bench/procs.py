@@ -259,6 +259,8 @@ class HAProxy:
             maxconn=self.maxconn,
             connect_timeout="5s",
             check="inter 1s fall 2 rise 2",
+            # a node refusing connections under the benchmark's load stays in
+            observe="",
         )
         self.config_path.write_text(text)
 

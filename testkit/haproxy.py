@@ -2,8 +2,11 @@
 
 It is the haproxy role's shape on loopback: the public prefix ``/wsk`` rewritten
 to the nodes' ``/``, a sticky cookie inserted by HAProxy, ``/healthz`` checks,
-redispatch. What differs between its users are parameters: the cookie (off for
-the tests' non-sticky control), the balance, maxconn, the timeouts.
+and the role's node-loss settings: redispatch on every retry, fast checks while a
+server changes state, live traffic watched at layer 4 (``error-limit``), and the
+sessions of a server marked down shut at once. What differs between its users are
+parameters: the cookie (off for the tests' non-sticky control), the balance,
+maxconn, the timeouts.
 
     python -m testkit.haproxy --bind 127.0.0.1:8088 --server node-5100=127.0.0.1:5100 ...
 
@@ -21,7 +24,7 @@ TEMPLATE = """\
 global
     # each proxied connection takes two descriptors
     maxconn {maxconn}
-
+{stats_socket}
 defaults
     mode http
     maxconn {maxconn}
@@ -29,8 +32,10 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout tunnel 1h
-    option redispatch
-    retries 3
+    timeout check {check_timeout}
+    # a failed connect is retried on another server at once
+    option redispatch 1
+    retries 2
 
 frontend public
     bind {bind}
@@ -44,6 +49,10 @@ backend wsk
     http-request replace-path ^/wsk/?(.*) /\\1
 {cookie}{routes}{servers}
 """
+
+
+# the role's defaults (haproxy_observe_error_limit, haproxy_shutdown_sessions_on_down)
+OBSERVE = "observe layer4 error-limit 2 on-error mark-down on-marked-down shutdown-sessions"
 
 
 @dataclass(frozen=True)
@@ -62,9 +71,12 @@ def config(
     cookie: str = "WSKID",
     balance: str = "leastconn",
     maxconn: int = 9000,
-    connect_timeout: str = "2s",
-    check: str = "inter 300ms fall 2 rise 2",
+    connect_timeout: str = "500ms",
+    check: str = "inter 300ms fastinter 150ms downinter 300ms fall 2 rise 2",
     sid_routing: bool = True,
+    stats_socket: str | None = None,
+    check_timeout: str = "2s",
+    observe: str = OBSERVE,
 ) -> str:
     """The configuration text.
 
@@ -72,6 +84,8 @@ def config(
     server's name and ``~`` goes to that server before any cookie is looked at
     (``use-server`` has precedence over cookie persistence): a node started with
     ``--sid-prefix <its server name>`` keeps its long-polling clients without cookies.
+    ``stats_socket``: a path for an admin-level runtime API socket (``show stat``,
+    ``set server``), as the role's ``/run/haproxy/admin.sock``.
     """
     cookie_line = f"    cookie {cookie} insert indirect nocache httponly\n" if sticky else ""
     routes = "".join(
@@ -81,6 +95,7 @@ def config(
     )
     lines = "".join(
         f"    server {s.name} {s.host}:{s.port} check {check}"
+        + (f" {observe}" if observe else "")
         + (f" cookie {s.name}" if sticky else "")
         + "\n"
         for s in servers
@@ -90,6 +105,10 @@ def config(
         balance=balance,
         maxconn=maxconn,
         connect_timeout=connect_timeout,
+        check_timeout=check_timeout,
+        stats_socket=(
+            f"    stats socket {stats_socket} mode 600 level admin\n" if stats_socket else ""
+        ),
         cookie=cookie_line,
         routes=routes,
         servers=lines,

@@ -118,6 +118,11 @@ class WskNode(Process):
         response = requests.get(self.url + "/healthz", timeout=5)
         return response.status_code, response.json()
 
+    def redis_health(self) -> tuple[int, dict]:
+        """``/healthz/redis``: whether the node reaches Redis."""
+        response = requests.get(self.url + "/healthz/redis", timeout=5)
+        return response.status_code, response.json()
+
     def terminate(self) -> None:
         self.signal(signal.SIGTERM)
 
@@ -131,6 +136,8 @@ class HAProxy(Process):
         super().__init__("haproxy", workdir)
         self.port = free_port()
         self.config_path = workdir / "haproxy.cfg"
+        # a unix socket's path must be short: not below pytest's long tmp_path
+        self.socket_path = f"/tmp/wsk-haproxy-{os.getpid()}-{self.port}.sock"
         servers = [haproxy.Server(node.name, LOOPBACK, node.port) for node in nodes]
         self.config_path.write_text(
             haproxy.config(
@@ -139,6 +146,7 @@ class HAProxy(Process):
                 sticky=sticky,
                 cookie=self.COOKIE,
                 balance="leastconn" if sticky else "roundrobin",
+                stats_socket=self.socket_path,
             )
         )
 
@@ -158,3 +166,33 @@ class HAProxy(Process):
 
     def listening(self) -> bool:
         return accepts(self.port)
+
+    def command(self, line: str) -> str:
+        """One command of HAProxy's runtime API (its admin socket), and the answer."""
+        import socket as sockets
+
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(self.socket_path)
+            sock.sendall(line.encode() + b"\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer.decode()
+
+    def server_states(self) -> dict[str, str]:
+        """Each server of backend wsk and its status (UP, DOWN, MAINT, ...), from ``show stat``."""
+        rows = self.command("show stat").splitlines()
+        header = rows[0].lstrip("# ").split(",")
+        states = {}
+        for row in rows[1:]:
+            fields = dict(zip(header, row.split(","), strict=False))
+            if fields.get("pxname") == "wsk" and fields.get("svname") not in ("BACKEND", None):
+                states[fields["svname"]] = fields["status"]
+        return states
+
+    def stop(self, timeout: float = 15) -> int | None:
+        code = super().stop(timeout)
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        return code

@@ -1,25 +1,69 @@
-"""Redis goes away and comes back: health follows it, relay resumes, no node restarts."""
+"""Redis goes away and comes back: /healthz/redis follows it, /healthz does not (the node
+still serves its own clients, and HAProxy keeps it), relay resumes, no node restarts."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from processes import wait_until
 
 
-def test_healthz_turns_503_when_redis_stops_and_200_when_it_returns(cluster):
+def test_healthz_redis_turns_503_when_redis_stops_and_healthz_stays_200(cluster):
     cluster.start()
     node = cluster.nodes[0]
-    assert node.health() == (200, node.health()[1])
-    assert node.health()[1]["redis"] == "up"
+    assert node.health()[0] == 200 and node.health()[1]["redis"] == "up"
+    assert node.redis_health() == (200, {"status": "ok", "node": "node1", "redis": "up"})
 
     cluster.redis.stop()
-    status, body = wait_until(lambda: _unhealthy(node), 10, what="healthz to turn 503")
+    status, body = wait_until(lambda: _unhealthy(node), 10, what="healthz/redis to turn 503")
     assert status == 503 and body["redis"].startswith("down")
+    status, body = node.health()
+    assert status == 200 and body["status"] == "ok" and body["redis"].startswith("down")
+    assert node.metric("wsk_redis_up") == 0
 
     cluster.redis.start()
-    wait_until(lambda: node.health()[0] == 200, 10, what="healthz to turn 200 again")
+    wait_until(lambda: node.redis_health()[0] == 200, 10, what="healthz/redis to turn 200")
+    assert node.metric("wsk_redis_up") == 1
     assert "Redis at redis://127.0.0.1" in node.log() and "is unreachable" in node.log()
+
+
+def test_a_redis_outage_leaves_every_node_up_in_haproxy_and_serving_its_clients(cluster):
+    """Was: /healthz turned 503 with Redis away, and HAProxy took every node out at once."""
+    cluster.start()
+    haproxy = cluster.haproxy
+    names = {node.name for node in cluster.nodes}
+    wait_until(lambda: haproxy.server_states() == dict.fromkeys(names, "UP"), 10, what="servers UP")
+    before = [cluster.client(t) for t in ("websocket", "polling", "both") for _ in range(2)]
+    assert {c.node() for c in before} == names
+
+    cluster.redis.stop()
+    wait_until(lambda: all(_unhealthy(n) for n in cluster.nodes), 10, what="nodes to see it")
+    # HAProxy checks every 300 ms and takes a server out after 2 failures: ten
+    # rounds of checks with Redis away, and no server may leave
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert haproxy.server_states() == dict.fromkeys(names, "UP")
+        time.sleep(0.1)
+
+    after = [cluster.client(t) for t in ("websocket", "polling", "both") for _ in range(2)]
+    for client in before + after:
+        assert client.sio.connected and client.disconnects == []
+        answer = client.call("whoami")
+        assert answer["node"] in names
+    assert {c.node() for c in after} == names
+    assert haproxy.server_states() == dict.fromkeys(names, "UP")
+
+    cluster.redis.start()
+    wait_until(lambda: all(n.redis_health()[0] == 200 for n in cluster.nodes), 10, what="redis")
+    marker = uuid.uuid4().hex
+
+    def relayed() -> bool:
+        before[0].call("publish", {"data": marker})
+        return all(any(m["data"] == marker for m in c.received("message")) for c in before + after)
+
+    wait_until(relayed, 15, what="a publish to reach every client again")
+    assert all(c.disconnects == [] for c in before + after)
 
 
 def test_relay_resumes_after_a_redis_restart_without_restarting_nodes(cluster):
@@ -31,7 +75,7 @@ def test_relay_resumes_after_a_redis_restart_without_restarting_nodes(cluster):
     cluster.redis.stop()
     wait_until(lambda: all(_unhealthy(n) for n in cluster.nodes), 10, what="nodes to see it")
     cluster.redis.start()
-    wait_until(lambda: all(n.health()[0] == 200 for n in cluster.nodes), 10, what="health")
+    wait_until(lambda: all(n.redis_health()[0] == 200 for n in cluster.nodes), 10, what="health")
 
     def relayed():
         marker = uuid.uuid4().hex
@@ -57,12 +101,13 @@ def test_a_node_started_before_redis_waits_for_it_and_then_serves(cluster, tmp_p
     cluster.redis = redis
     node.start(wait_healthy=False)
 
-    status, body = node.health()
+    status, body = node.redis_health()
     assert status == 503 and body["redis"].startswith("down")
+    assert node.health()[0] == 200  # it can serve its own clients meanwhile
     wait_until(lambda: "is unreachable" in node.log(), 5, what="the node to log it")
 
     redis.start()
-    wait_until(lambda: node.health()[0] == 200, 10, what="healthz to turn 200")
+    wait_until(lambda: node.redis_health()[0] == 200, 10, what="healthz/redis to turn 200")
     client = cluster.node_client(node)
     marker = uuid.uuid4().hex
     client.call("publish", {"data": marker})
@@ -70,7 +115,7 @@ def test_a_node_started_before_redis_waits_for_it_and_then_serves(cluster, tmp_p
 
 
 def _unhealthy(node):
-    status, body = node.health()
+    status, body = node.redis_health()
     return (status, body) if status == 503 else None
 
 
@@ -101,7 +146,7 @@ def test_a_wrong_redis_password_keeps_the_node_unhealthy_and_says_why(cluster, t
     cluster.nodes.append(node)
     node.start(wait_healthy=False)
 
-    status, body = node.health()
+    status, body = node.redis_health()
     assert status == 503
     assert "invalid" in body["redis"].lower() or "auth" in body["redis"].lower()
     assert ":***@127.0.0.1" in node.log() and ":wrong@" not in node.log()

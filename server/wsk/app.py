@@ -1,10 +1,16 @@
 """The node's HTTP surface: health and metrics first, then the live page, then Socket.IO.
 
-``/healthz`` and ``/metrics`` are answered before Socket.IO sees the request, so
-they work even when Socket.IO is served at ``/``; so is a browser's request for the
-live page (``wsk.page``: at the Socket.IO path, without ``EIO`` in its query). A full
-node (``wsk.transport.http``) answers every request it takes past its limit with a 503,
-``/healthz`` included.
+``/healthz``, ``/healthz/redis`` and ``/metrics`` are answered before Socket.IO sees
+the request, so they work even when Socket.IO is served at ``/``; so is a browser's
+request for the live page (``wsk.page``: at the Socket.IO path, without ``EIO`` in its
+query). A full node (``wsk.transport.http``) answers every request it takes past its
+limit with a 503, ``/healthz`` included.
+
+Two health answers, for two questions. ``/healthz`` is "this process can serve": 200
+unless it drains or is full, whatever Redis does, since a node whose Redis is away
+still serves its own clients (HAProxy checks it: a Redis problem that every node shares
+must not take every node out). ``/healthz/redis`` is "this process reaches Redis": 503
+while it does not (as is the metric ``wsk_redis_up``), for monitoring and alerts.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class NodeApp:
             return _json(start_response, "503 Service Unavailable", {"error": "node is full"})
         if path == "/healthz":
             return self.healthz(start_response)
+        if path == "/healthz/redis":
+            return self.healthz_redis(start_response)
         if path == "/metrics":
             body = self.metrics.render()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE), _length(body)])
@@ -60,8 +68,11 @@ class NodeApp:
         return self.socketio_app(environ, start_response)
 
     def healthz(self, start_response: StartResponse, full: bool = False) -> Iterable[bytes]:
-        """200 while the node serves and reaches Redis, 503 otherwise."""
-        healthy = self.monitor.up and not self.draining and not full
+        """200 while the process can serve (it neither drains nor is full), 503 otherwise.
+
+        Redis's state is in the body, but not in the status: see ``healthz_redis``.
+        """
+        healthy = not self.draining and not full
         status = "ok" if healthy else ("full" if full else "unavailable")
         body = {
             "status": status,
@@ -72,6 +83,16 @@ class NodeApp:
             "clients": len(self.sio.eio.sockets),
         }
         code = "200 OK" if healthy else "503 Service Unavailable"
+        return _json(start_response, code, body)
+
+    def healthz_redis(self, start_response: StartResponse) -> Iterable[bytes]:
+        """200 while the process reaches Redis (its last ping, at most a second old), else 503."""
+        body = {
+            "status": "ok" if self.monitor.up else "unavailable",
+            "node": self.config.node_name,
+            "redis": "up" if self.monitor.up else f"down: {self.monitor.error}",
+        }
+        code = "200 OK" if self.monitor.up else "503 Service Unavailable"
         return _json(start_response, code, body)
 
 

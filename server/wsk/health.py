@@ -1,4 +1,4 @@
-"""Whether a node can serve: its Redis link, checked in the background."""
+"""Whether a node reaches Redis, checked in the background (``/healthz/redis``, the metric)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ CHECK_TIMEOUT = 2.0
 class RedisMonitor:
     """Pings Redis every second and remembers whether it answered.
 
-    The answer is kept, not asked for on each request, so that ``/healthz`` never
+    The answer is kept, not asked for on each request, so that ``/healthz/redis`` never
     waits on Redis and a flood of health checks cannot load it.
     """
 
