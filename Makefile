@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Deployment tools call ansible-playbook: they find it on PATH, in the venv.
 VENV_PATH := PATH=$(CURDIR)/$(BIN):$$PATH
-# PACKAGE:COMMAND is skipped where COMMAND exists already
+# PACKAGE:COMMAND is skipped where COMMAND exists already; redis-server also runs the
+# tests' sentinels (redis-server --sentinel)
 OS_PACKAGES := redis-server haproxy curl openssl nodejs:node npm:npm
 VENV_PACKAGE := $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
 
@@ -67,10 +68,13 @@ ansible-lint: $(BIN)/molecule
 yamllint: $(BIN)/molecule
 	$(BIN)/yamllint -s .
 
-# the verifier runs Node's socket.io-client of tests/node against the cluster too
+# the verifier runs Node's socket.io-client of tests/node against the cluster too;
+# default: the demo cluster, ha: Redis with Sentinel failing over (docs/redis-ha.md).
+# Their containers share names: one scenario at a time.
+MOLECULE_SCENARIOS ?= default ha
 molecule: $(BIN)/wsk-server $(BIN)/molecule $(NODE_MODULES)
 	$(VENV_PATH) scripts/docker-engine.sh
-	$(VENV_PATH) molecule test
+	for s in $(MOLECULE_SCENARIOS); do $(VENV_PATH) molecule test -s $$s || exit 1; done
 
 test: lint pytest ansible-lint yamllint molecule
 
