@@ -20,6 +20,10 @@ from wsk import redisurl
 
 OPTIONS = {
     "socket_connect_timeout": 3,
+    # a host that vanished (powered off, cut off) sends no FIN: a reply that does not
+    # come within this is an error, so that writes fail over and the reader, whose
+    # XREAD blocks for READ_BLOCK_MS (2 s), reconnects (to the new primary, with Sentinel)
+    "socket_timeout": 5,
     "socket_keepalive": True,
     # lets a blocked reader notice a connection that died without a FIN
     "health_check_interval": 15,
