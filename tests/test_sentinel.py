@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+import socketio
 
 from processes import BIN, WskNode, wait_until
 from sentinels import NODE_PASSWORD, NODE_USER, SentinelGroup
@@ -29,8 +30,8 @@ def relayed(sender, receiver) -> bool:
         if "error" in ack:
             return False
         receiver.wait_for("message", lambda m: m["data"] == marker, timeout=1)
-    except (AssertionError, TimeoutError):
-        return False
+    except (AssertionError, TimeoutError, socketio.exceptions.TimeoutError):
+        return False  # an ack waits up to 5 s for a primary that went away
     return True
 
 
@@ -124,3 +125,24 @@ def test_a_bad_sentinel_url_stops_the_node_with_one_line(url, reason):
     assert result.returncode == 2
     assert result.stderr.startswith("wsk-server: error: ") and reason in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_nodes_leave_a_primary_that_stops_answering_without_closing_its_connections(
+    cluster, group, tmp_path
+):
+    """A frozen primary (SIGSTOP) is what a host that lost power looks like: no FIN, no RST."""
+    url = group.url()
+    cluster.nodes = [WskNode(tmp_path, f"node{i}", url).start() for i in (1, 2)]
+    a = cluster.node_client(cluster.nodes[0])
+    b = cluster.node_client(cluster.nodes[1])
+    assert relayed(a, b)
+
+    frozen = time.monotonic()
+    group.primary.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: relayed(a, b), 40, what="a publish on node1 to reach node2 again")
+        wait_until(lambda: relayed(b, a), 10, what="a publish on node2 to reach node1 again")
+        print(f"relay again {time.monotonic() - frozen:.1f} s after the primary froze")
+        assert all(s.primary_port() == group.replica.port for s in group.sentinels)
+    finally:
+        group.primary.signal(signal.SIGKILL)
