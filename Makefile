@@ -70,8 +70,9 @@ yamllint: $(BIN)/molecule
 
 # the verifier runs Node's socket.io-client of tests/node against the cluster too;
 # default: the demo cluster, ha: Redis with Sentinel failing over (docs/redis-ha.md).
-# Their containers share names: one scenario at a time.
-MOLECULE_SCENARIOS ?= default ha
+# Their containers share names: one scenario at a time. ha is opt-in until it has
+# passed a molecule test (make molecule MOLECULE_SCENARIOS="default ha").
+MOLECULE_SCENARIOS ?= default
 molecule: $(BIN)/wsk-server $(BIN)/molecule $(NODE_MODULES)
 	$(VENV_PATH) scripts/docker-engine.sh
 	for s in $(MOLECULE_SCENARIOS); do $(VENV_PATH) molecule test -s $$s || exit 1; done
