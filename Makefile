@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Deployment tools call ansible-playbook: they find it on PATH, in the venv.
 VENV_PATH := PATH=$(CURDIR)/$(BIN):$$PATH
-# PACKAGE:COMMAND is skipped where COMMAND exists already
+# PACKAGE:COMMAND is skipped where COMMAND exists already; redis-server also runs the
+# tests' sentinels (redis-server --sentinel)
 # chromium: the browser tests/test_page.py drives (Playwright, pointed at it)
 OS_PACKAGES := redis-server haproxy curl openssl nodejs:node npm:npm chromium:chromium
 VENV_PACKAGE := $(shell $(PYTHON) -c 'import ensurepip' 2>/dev/null || echo python3-venv)
@@ -70,9 +71,10 @@ yamllint: $(BIN)/molecule
 	$(BIN)/yamllint -s .
 
 # The scenarios `make test` runs, and those `make test-all` runs: each full run takes
-# 10-15 minutes on a 2-core machine, so CI runs Debian 12 (default) and test-all adds Debian 13.
+# 10-15 minutes on a 2-core machine, so CI runs Debian 12 (default) and test-all adds
+# Debian 13 and ha (Redis under Sentinel failing over, docs/redis-ha.md).
 MOLECULE_SCENARIOS ?= default
-MOLECULE_ALL_SCENARIOS ?= default debian13
+MOLECULE_ALL_SCENARIOS ?= default debian13 ha
 
 # the verifier runs Node's socket.io-client of tests/node against the cluster too;
 # the scenarios share container names and ports: one after the other

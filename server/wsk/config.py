@@ -13,10 +13,10 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from wsk import auth, options
 from wsk.options import Option, OptionError
+from wsk.redisurl import hide_password
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -42,7 +42,12 @@ class Config:
     host: str = _option("0.0.0.0", options.text, "address to listen on")
     port: int = _option(5000, options.port, "TCP port to listen on")
     node_name: str = _option("", options.text, "name of this node (default: <hostname>:<port>)")
-    redis_url: str = _option("redis://127.0.0.1:6379/0", options.redis_url, "Redis URL")
+    redis_url: str = _option(
+        "redis://127.0.0.1:6379/0",
+        options.redis_url,
+        "Redis URL: redis://, rediss:// (TLS), unix://, or "
+        "redis+sentinel://[user:password@]host:port,.../service[/db] (Sentinel)",
+    )
     channel: str = _option(
         "wsk", options.text, "name of the cluster in Redis: its stream and sessions' prefix"
     )
@@ -172,15 +177,3 @@ def load_config(
     if values["anonymous_rooms"] and values["auth"] != "optional":
         options.fail("wsk-server", "--anonymous-rooms applies only with --auth optional")
     return Config(**values)
-
-
-def hide_password(url: str) -> str:
-    """Return ``url`` with the password, if any, replaced by ``***``."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

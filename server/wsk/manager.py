@@ -34,9 +34,9 @@ from socketio import packet as sio_packet
 
 from wsk import redisconn
 from wsk.batches import Batches
-from wsk.config import hide_password
 from wsk.metrics import Metrics, event_label
 from wsk.recovery import Record, Sessions, new_pid
+from wsk.redisurl import hide_password
 from wsk.stream import ZERO, Offset, Stream
 
 log = logging.getLogger("wsk.cluster")
@@ -305,9 +305,22 @@ class ClusterManager(socketio.Manager):
 
     def _catch_up(self, stream: Stream) -> None:
         """Start, or resume after an error, from the right offset."""
-        last = stream.info()["last"]
+        info = stream.info()
+        last = info["last"]
         if self.position is None:
             self.position = last  # a node starts with what comes next
+        elif last < self.position and info["first"] is not None and info["first"] <= self.position:
+            # the same stream, ending before what this node read: a failover to a
+            # replica that had not received the last entries. Those are gone; what the
+            # new primary appends comes after its last entry, whatever its clock says
+            log.warning(
+                "The stream at %s ends at %s, before %s that this node read (a failover to "
+                "a replica that lagged); reading on from its end",
+                self.url_for_logs,
+                last,
+                self.position,
+            )
+            self.position = last
         elif last < self.position:
             # the stream is younger than what this node read: Redis lost it (no
             # persistence) and began a new one; read that one from its start

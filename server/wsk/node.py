@@ -11,11 +11,10 @@ import resource
 import signal
 import time
 from types import FrameType
-from urllib.parse import urlsplit
 
 import eventlet
 
-from wsk import events
+from wsk import events, redisurl
 from wsk.app import NodeApp
 from wsk.auth import Authenticator, load_keys
 from wsk.config import Config
@@ -52,7 +51,7 @@ class Node:
         events.register(self.sio, config, self.metrics, self.authenticator)
         self.monitor = RedisMonitor(config.redis_url, config.redis_url_for_logs, self.metrics)
         self.app = NodeApp(config, self.sio, self.monitor, self.metrics)
-        self.host_ip = private_ipv4(urlsplit(config.redis_url).hostname)
+        self.host_ip = private_ipv4(redisurl.first_host(config.redis_url))
         self._stop_requested = False
 
     def run(self) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from wsk import redisurl
+
 ENV_PREFIX = "WSK_"
 
 
@@ -174,6 +176,12 @@ def positive_seconds(raw: str) -> float:
 
 def redis_url(raw: str) -> str:
     url = raw.strip()
+    if redisurl.is_sentinel(url):
+        try:
+            redisurl.parse_sentinel(url)
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
+        return url
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -184,7 +192,9 @@ def redis_url(raw: str) -> str:
             raise OptionError("a unix:// URL needs a socket path")
         return url
     if parts.scheme not in ("redis", "rediss"):
-        raise OptionError("a Redis URL starts with redis://, rediss:// or unix://")
+        raise OptionError(
+            "a Redis URL starts with redis://, rediss://, unix:// or redis+sentinel://"
+        )
     if not parts.hostname:
         raise OptionError("the URL has no host")
     database = parts.path.lstrip("/")

@@ -2,18 +2,34 @@
 
 Every Redis client of a node (the stream's writer and reader, the session
 store, the health check) and of wsk-emit is made here, with the same options.
+
+A ``redis+sentinel://`` URL (``wsk.redisurl``) gives clients of the primary
+that Redis Sentinel names: redis-py's ``Sentinel.master_for``, whose pool asks
+the sentinels for the primary's address on every new connection and drops
+connections to a primary that was demoted (it answers READONLY). A failover
+then costs a node what a Redis restart does: errors for a few seconds, its
+retries, and the stream read on from where it was, now on the new primary.
 """
 
 from __future__ import annotations
 
 import redis
+import redis.sentinel
+
+from wsk import redisurl
 
 OPTIONS = {
     "socket_connect_timeout": 3,
+    # a host that vanished (powered off, cut off) sends no FIN: a reply that does not
+    # come within this is an error, so that writes fail over and the reader, whose
+    # XREAD blocks for READ_BLOCK_MS (2 s), reconnects (to the new primary, with Sentinel)
+    "socket_timeout": 5,
     "socket_keepalive": True,
     # lets a blocked reader notice a connection that died without a FIN
     "health_check_interval": 15,
 }
+# A sentinel that does not answer within this is skipped for the next one.
+SENTINEL_TIMEOUT = 2.0
 
 # Writes in flight at once; more wait for a connection (at most POOL_WAIT seconds)
 # instead of failing as redis-py's default pool does past 100.
@@ -21,13 +37,47 @@ POOL_CONNECTIONS = 32
 POOL_WAIT = 10.0
 
 
+class BlockingSentinelPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Sentinel's pool of connections to the primary, bounded as ``pool`` bounds the others."""
+
+
+def _sentinel(url: str, options: dict[str, object]) -> tuple[redis.sentinel.Sentinel, str]:
+    """The Sentinel client for ``url`` and the name of the primary it watches."""
+    parsed = redisurl.parse_sentinel(url)
+    auth = {"username": parsed.username, "password": parsed.password}
+    sentinel = redis.sentinel.Sentinel(
+        list(parsed.sentinels),
+        sentinel_kwargs={
+            **auth,
+            "socket_connect_timeout": SENTINEL_TIMEOUT,
+            "socket_timeout": SENTINEL_TIMEOUT,
+            "socket_keepalive": True,
+        },
+        db=parsed.db,
+        **auth,
+        **options,
+    )
+    return sentinel, parsed.service
+
+
 def client(url: str, **options: object) -> redis.Redis:
     """One client with its own connection, for a reader that blocks."""
+    if redisurl.is_sentinel(url):
+        sentinel, service = _sentinel(url, {**OPTIONS, **options})
+        return sentinel.master_for(service)
     return redis.Redis.from_url(url, **{**OPTIONS, **options})
 
 
 def pool(url: str) -> redis.Redis:
     """A client over a bounded pool, for writes that may come in bursts."""
+    if redisurl.is_sentinel(url):
+        sentinel, service = _sentinel(url, OPTIONS)
+        return sentinel.master_for(
+            service,
+            connection_pool_class=BlockingSentinelPool,
+            max_connections=POOL_CONNECTIONS,
+            timeout=POOL_WAIT,
+        )
     connections = redis.BlockingConnectionPool.from_url(
         url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT, **OPTIONS
     )

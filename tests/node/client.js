@@ -45,7 +45,7 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     socket.io.engine.close();
     return;
   }
-  socket.emit(event, data, (answer) => report("ack", { event, answer }));
+  socket.emit(event, data, (answer) => report("ack", { event, answer, data }));
 });
 
 setTimeout(() => {

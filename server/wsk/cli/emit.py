@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from wsk import options
-from wsk.config import hide_password
 from wsk.options import Option
+from wsk.redisurl import hide_password
 
 # wsk.manager imports eventlet, which a write-only manager does not use: its
 # notice is for new projects

@@ -1,0 +1,148 @@
+"""Redis Sentinel: nodes and wsk-emit find the primary through the sentinels, follow a failover."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+import socketio
+
+from processes import BIN, WskNode, wait_until
+from sentinels import NODE_PASSWORD, NODE_USER, SentinelGroup
+
+
+@pytest.fixture
+def group(tmp_path, request):
+    group = SentinelGroup(tmp_path).start()
+    yield group
+    group.stop()
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print(group.logs())
+
+
+def relayed(sender, receiver) -> bool:
+    marker = uuid.uuid4().hex
+    try:
+        ack = sender.call("publish", {"data": marker})
+        if "error" in ack:
+            return False
+        receiver.wait_for("message", lambda m: m["data"] == marker, timeout=1)
+    except (AssertionError, TimeoutError, socketio.exceptions.TimeoutError):
+        return False  # an ack waits up to 5 s for a primary that went away
+    return True
+
+
+def emit(url: str, marker: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [BIN / "wsk-emit", "--redis-url", url, "news", marker],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_nodes_follow_a_failover_of_the_primary_without_a_restart(cluster, group, tmp_path):
+    url = group.url()
+    cluster.nodes = [WskNode(tmp_path, f"node{i}", url).start() for i in (1, 2)]
+    a = cluster.node_client(cluster.nodes[0])
+    b = cluster.node_client(cluster.nodes[1])
+    assert relayed(a, b)
+    marker = uuid.uuid4().hex
+    assert emit(url, f'"{marker}"').returncode == 0
+    b.wait_for("news", lambda data: data == marker)
+    pids = [node.proc.pid for node in cluster.nodes]
+
+    killed = time.monotonic()
+    group.primary.signal(signal.SIGKILL)  # the primary dies without a word
+    wait_until(
+        lambda: all(s.primary_port() == group.replica.port for s in group.sentinels),
+        30,
+        what="the sentinels to promote the replica",
+    )
+    promoted = time.monotonic() - killed
+    wait_until(lambda: relayed(a, b), 30, what="a publish on node1 to reach node2 again")
+    print(f"promoted after {promoted:.1f} s, relay again after {time.monotonic() - killed:.1f} s")
+    wait_until(lambda: relayed(b, a), 10, what="a publish on node2 to reach node1 again")
+    wait_until(
+        lambda: all(n.health()[0] == 200 for n in cluster.nodes), 10, what="both nodes healthy"
+    )
+
+    # wsk-emit finds the new primary through the same URL
+    marker = uuid.uuid4().hex
+    result = emit(url, f'"{marker}"')
+    assert result.returncode == 0, result.stderr
+    a.wait_for("news", lambda data: data == marker)
+    b.wait_for("news", lambda data: data == marker)
+    assert [node.proc.pid for node in cluster.nodes] == pids
+    assert a.sio.connected and b.sio.connected
+    # the password never reaches the log
+    assert NODE_PASSWORD not in cluster.nodes[0].log()
+    assert f"redis+sentinel://{NODE_USER}:***@" in cluster.nodes[0].log()
+
+
+def test_the_nodes_user_may_ask_a_sentinel_where_the_primary_is_and_nothing_more(group):
+    import redis
+
+    from sentinels import SERVICE, ask
+
+    sentinel = group.sentinels[0]
+    as_node = {"user": NODE_USER, "password": NODE_PASSWORD}
+    address = ask(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE, **as_node)
+    assert int(address[1]) == group.primary.port
+    for command in (["SENTINEL", "FAILOVER", SERVICE], ["SENTINEL", "REMOVE", SERVICE]):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            ask(sentinel.port, *command, **as_node)
+
+
+def test_wsk_emit_says_so_when_no_sentinel_answers(tmp_path):
+    from processes import free_port
+
+    url = f"redis+sentinel://{NODE_USER}:{NODE_PASSWORD}@127.0.0.1:{free_port()}/wsk/0"
+    result = emit(url, '"x"')
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"wsk-emit: error: cannot publish to Redis at "
+        f"redis+sentinel://{NODE_USER}:***@127.0.0.1:{url.rsplit(':', 1)[1]}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+sentinel://127.0.0.1:26379", "names its primary"),
+        ("redis+sentinel://127.0.0.1:26379/wsk/zero", "database after the service"),
+        ("redis+sentinel://127.0.0.1:99999/wsk", "a port is a number from 1 to 65535"),
+        ("redis+sentinel://a:1,/wsk", "has no host"),
+    ],
+)
+def test_a_bad_sentinel_url_stops_the_node_with_one_line(url, reason):
+    result = subprocess.run(
+        [BIN / "wsk-server", "--redis-url", url], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("wsk-server: error: ") and reason in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_nodes_leave_a_primary_that_stops_answering_without_closing_its_connections(
+    cluster, group, tmp_path
+):
+    """A frozen primary (SIGSTOP) is what a host that lost power looks like: no FIN, no RST."""
+    url = group.url()
+    cluster.nodes = [WskNode(tmp_path, f"node{i}", url).start() for i in (1, 2)]
+    a = cluster.node_client(cluster.nodes[0])
+    b = cluster.node_client(cluster.nodes[1])
+    assert relayed(a, b)
+
+    frozen = time.monotonic()
+    group.primary.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: relayed(a, b), 40, what="a publish on node1 to reach node2 again")
+        wait_until(lambda: relayed(b, a), 10, what="a publish on node2 to reach node1 again")
+        print(f"relay again {time.monotonic() - frozen:.1f} s after the primary froze")
+        assert all(s.primary_port() == group.replica.port for s in group.sentinels)
+    finally:
+        group.primary.signal(signal.SIGKILL)
