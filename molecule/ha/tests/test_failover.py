@@ -12,6 +12,7 @@ every value comes from the environment:
     WSK_VERIFY_REDIS_PASSWORD   the Redis administrator's password (the sentinels' default user)
     WSK_VERIFY_SENTINEL_PORT    the sentinels' port and the name of the primary
     WSK_VERIFY_SENTINEL_SERVICE
+    WSK_VERIFY_STATUS_COMMAND   optional: runs playbooks/status.yml
 
 The clients are tests/node's socket.io-client (tests/clients.py's NodeClient), over
 websocket, long-polling and upgrading, with connection-state recovery on (the nodes'
@@ -23,11 +24,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import shlex
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 TESTS = Path(os.environ.get("WSK_VERIFY_NODE_DIR", "")).parent
 sys.path[:0] = [str(TESTS), str(TESTS.parent)]  # tests/ and the project, for its testkit
@@ -42,6 +47,7 @@ REDIS = dict(
 PASSWORD = os.environ.get("WSK_VERIFY_REDIS_PASSWORD", "")
 SENTINEL_PORT = os.environ.get("WSK_VERIFY_SENTINEL_PORT", "26379")
 SERVICE = os.environ.get("WSK_VERIFY_SENTINEL_SERVICE", "wsk")
+STATUS_COMMAND = os.environ.get("WSK_VERIFY_STATUS_COMMAND", "")
 
 TRANSPORTS = ["websocket", "polling", "polling,websocket"]
 CLIENTS_PER_TRANSPORT = 2
@@ -78,6 +84,29 @@ def wait_for(condition, seconds: float, what: str):
 
 def host_of(client: NodeClient) -> str:
     return client.nodes()[-1].rsplit(":", 1)[0]
+
+
+@pytest.mark.skipif(not STATUS_COMMAND, reason="WSK_VERIFY_STATUS_COMMAND is not set")
+def test_the_status_table_shows_each_sentinel_naming_the_primary():
+    # runs before the failover: afterwards the old primary's container is stopped
+    primary = wait_for(lambda: primary_of(next(iter(REDIS))), 30, "a primary")
+    result = subprocess.run(
+        shlex.split(STATUS_COMMAND), check=True, capture_output=True, text=True, timeout=300
+    )
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # Ansible's colours
+    rows = {
+        cells[0]: cells
+        for line in plain.splitlines()
+        if "|" in line
+        for cells in [[cell.strip() for cell in line.strip().strip('",').split("|")]]
+    }
+    print("\n".join(" | ".join(cells) for cells in rows.values()))
+    for name, address in REDIS.items():
+        assert name in rows, f"{name} not in the table:\n{plain[-3000:]}"
+        role, _, view = rows[name][1:4]
+        assert role == ("master" if address == primary else "slave"), rows[name]
+        assert view.startswith(f"{primary}:"), rows[name]
+        assert f"{len(REDIS) - 1} replicas, {len(REDIS)} sentinels" in view, rows[name]
 
 
 def test_a_failover_of_the_primary_loses_no_acknowledged_publish():
