@@ -80,7 +80,11 @@ MOLECULE_ALL_SCENARIOS ?= default debian13 ha
 # the scenarios share container names and ports: one after the other
 molecule: $(BIN)/wsk-server $(BIN)/molecule $(NODE_MODULES)
 	$(VENV_PATH) scripts/docker-engine.sh
-	set -e; for scenario in $(MOLECULE_SCENARIOS); do $(VENV_PATH) molecule test -s $$scenario; done
+	set -e; for scenario in $(MOLECULE_SCENARIOS); do \
+	  rm -f /tmp/wsk-molecule-verify-$$scenario.xml; \
+	  $(VENV_PATH) molecule test -s $$scenario || \
+	  { $(BIN)/python scripts/verify-failures.py /tmp/wsk-molecule-verify-$$scenario.xml; exit 1; }; \
+	done
 
 # the live page's browser bundle, from web/package-lock.json into server/wsk/static/ (commit it)
 vendor: os-packages
