@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -35,15 +34,11 @@ import pytest
 import requests
 from test_cluster import (
     PATH,
-    POLLING,
     PROCESSES,
     STATS_AUTH,
     STATS_URL,
-    UPGRADING,
     URL,
-    WEBSOCKET,
-    Probe,
-    one_per_host,
+    roll_under_a_busy_room,
     wait_for,
 )
 
@@ -230,69 +225,10 @@ def test_the_clients_of_a_host_cut_off_the_network_reconnect_within_seconds():
 def test_a_rolling_restart_disconnects_each_client_once_at_most_and_loses_nothing():
     """playbooks/rolling-restart.yml under a busy room: once at most, in order, nothing missed."""
     wait_for(all_up, 60, "every wsk server UP in HAProxy")
-    room = f"rolling-{uuid.uuid4().hex[:8]}"
-    clients = [
-        Probe(transports, reconnection=True).connect()
-        for transports in (WEBSOCKET, POLLING, UPGRADING)
-        for _ in range(4)
-    ]
-    publisher = Probe(WEBSOCKET, reconnection=True).connect()
-    acked: list[int] = []
-    running = threading.Event()
-    running.set()
-
-    def publish() -> None:
-        seq = 0
-        while running.is_set():
-            try:
-                ack = publisher.sio.call("publish", {"room": room, "data": {"seq": seq}}, timeout=5)
-            except Exception:  # between two connections: not acknowledged
-                ack = None
-            if ack and "offset" in ack:
-                acked.append(seq)
-            seq += 1
-            time.sleep(0.05)
-
-    try:
-        for probe in clients:
-            assert probe.sio.call("join", {"room": room}, timeout=10)["room"] == room
-        one_per_host(clients)
-        thread = threading.Thread(target=publish, daemon=True)
-        thread.start()
-        time.sleep(2)
-        started = time.monotonic()
-        subprocess.run(shlex.split(ROLLING_COMMAND), check=True, timeout=900)
-        elapsed = time.monotonic() - started
-        wait_for(lambda: all(p.sio.connected for p in clients), 30, "every client back")
-        time.sleep(3)
-        running.clear()
-        thread.join()
-        last = acked[-1]
-
-        def seqs(probe: Probe) -> list[int]:
-            with probe.lock:
-                return [m["data"]["seq"] for m in probe.messages if m["room"] == room]
-
-        wait_for(lambda: all(last in seqs(p) for p in clients), 30, "the last message everywhere")
-        disconnects = [len(p.connects) - 1 for p in clients]
-        print(
-            f"rolling restart: {elapsed:.0f} s for {len(PROCESSES)} processes,"
-            f" disconnects per client {disconnects}, {len(acked)} publishes acknowledged"
-        )
-        for probe in clients:
-            got = seqs(probe)
-            assert len(got) == len(set(got)), f"{probe.transports}: duplicates"
-            assert got == sorted(got), f"{probe.transports}: out of order"
-            missing = sorted(set(acked) - set(got))
-            assert not missing, f"{probe.transports} missed {missing[:10]}"
-            assert all(probe.connects[1:]), probe.connects  # each came back with its session
-        assert max(disconnects) <= 1, disconnects
-        assert all_up()
-    finally:
-        running.clear()
-        publisher.close()
-        for probe in clients:
-            probe.close()
+    clients, _ = roll_under_a_busy_room(ROLLING_COMMAND, per_transport=4)
+    disconnects = [len(p.connects) - 1 for p in clients]
+    assert max(disconnects) <= 1, disconnects
+    assert all_up()
 
 
 @pytest.mark.skipif(not STATUS_COMMAND, reason="WSK_VERIFY_STATUS_COMMAND is not set")
