@@ -85,7 +85,9 @@ class PythonCell:
         self.sio.on("okok", lambda beat, *_: self.lines.append({"what": "okok", "data": beat}))
         self.sio.on("message", lambda m, *_: self.lines.append({"what": "message", "data": m}))
         self.sio.on("disconnect", lambda *a: self.lines.append({"what": "disconnect", "data": a}))
-        self.sio.connect(url, socketio_path="/wsk", transports=transports.split(","))
+        self.sio.connect(
+            url, socketio_path="/wsk", transports=transports.split(","), wait_timeout=10
+        )
         self.lines.append({"what": "connect", "data": {"id": self.sio.get_sid()}})
         self.lines.append({"what": "whoami", "data": self.sio.call("whoami", timeout=10)})
         joined = self.sio.call("join", {"room": room}, timeout=10)

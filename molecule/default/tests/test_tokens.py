@@ -39,7 +39,9 @@ def connect(auth) -> tuple[socketio.Client, list]:
     errors: list = []
     client.on("connect_error", errors.append)
     with contextlib.suppress(socketio.exceptions.ConnectionError):
-        client.connect(TLS_URL, socketio_path=PATH, transports=["websocket"], auth=auth)
+        client.connect(
+            TLS_URL, socketio_path=PATH, transports=["websocket"], auth=auth, wait_timeout=10
+        )
     if not client.connected:
         wait_for(lambda: errors, 5, "the connect_error")
     return client, errors
