@@ -11,7 +11,7 @@ import pytest
 import socketio
 
 from processes import BIN, WskNode, wait_until
-from sentinels import NODE_PASSWORD, NODE_USER, SentinelGroup
+from sentinels import NODE_PASSWORD, NODE_USER, SentinelGroup, ask
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_nodes_follow_a_failover_of_the_primary_without_a_restart(cluster, group
 def test_the_nodes_user_may_ask_a_sentinel_where_the_primary_is_and_nothing_more(group):
     import redis
 
-    from sentinels import SERVICE, ask
+    from sentinels import SERVICE
 
     sentinel = group.sentinels[0]
     as_node = {"user": NODE_USER, "password": NODE_PASSWORD}
@@ -146,3 +146,61 @@ def test_nodes_leave_a_primary_that_stops_answering_without_closing_its_connecti
         assert all(s.primary_port() == group.replica.port for s in group.sentinels)
     finally:
         group.primary.signal(signal.SIGKILL)
+
+
+def test_with_redis_wait_replicas_a_publish_is_acknowledged_only_once_a_replica_has_it(
+    cluster, group, tmp_path
+):
+    """--redis-wait-replicas 1: an ack means the entry is on a replica; without one, an error."""
+    url = group.url()
+    # its heartbeats (appends too) far apart, so that only the publishes below count
+    waiting = WskNode(
+        tmp_path,
+        "node1",
+        url,
+        redis_wait_replicas=1,
+        redis_wait_timeout=0.3,
+        heartbeat_interval=600,
+    )
+    trusting = WskNode(tmp_path, "node2", url)  # the primary's word is enough
+    cluster.nodes = [waiting.start(), trusting.start()]
+    a = cluster.node_client(waiting)
+    b = cluster.node_client(trusting)
+
+    marker = uuid.uuid4().hex
+    ack = a.call("publish", {"data": marker})
+    assert set(ack) == {"node", "offset"}, ack
+    # acknowledged: the replica has the entry already, not only the primary
+    entries = ask(group.replica.port, "XRANGE", "wsk:stream", ack["offset"], ack["offset"])
+    assert len(entries) == 1 and marker in str(entries[0])
+    b.wait_for("message", lambda m: m["data"] == marker)
+
+    group.replica.signal(signal.SIGSTOP)  # a replica that takes nothing more
+    try:
+        refused = a.call("publish", {"data": "unreplicated"})
+        assert refused == {
+            "error": "not acknowledged: too few of the cluster's Redis replicas had it"
+        }
+        assert waiting.metric("wsk_redis_unreplicated_total") == 1
+        assert waiting.metric("wsk_redis_publish_failures_total") == 1
+        assert waiting.log().count("Not acknowledging an append to") == 1
+        assert "Traceback" not in waiting.log()
+        # the node that does not wait still acknowledges on the primary's word
+        assert set(b.call("publish", {"data": "trusted"})) == {"node", "offset"}
+        # and wsk-emit, told to wait, says it was not acknowledged
+        result = subprocess.run(
+            [BIN / "wsk-emit", "--redis-url", url, "--redis-wait-replicas", "1", "news", '"x"'],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 1
+        assert result.stderr.startswith("wsk-emit: error: published, but not acknowledged: ")
+        assert "0 of 1 replicas had it within 500 ms" in result.stderr
+        assert waiting.health()[0] == 200 and a.sio.connected
+    finally:
+        group.replica.signal(signal.SIGCONT)
+    wait_until(
+        lambda: "offset" in a.call("publish", {"data": "again"}), 10, what="acks once it is back"
+    )
+    assert waiting.metric("wsk_redis_unreplicated_total") == 1

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from wsk import auth, options
+from wsk import auth, options, redisconn
 from wsk.options import Option, OptionError
 from wsk.redisurl import hide_password
 
@@ -29,6 +29,15 @@ def _key_file(raw: str) -> str:
     except auth.BadKey as exc:
         raise OptionError(str(exc)) from None
     return path
+
+
+def _wait_timeout(raw: str) -> float:
+    """Seconds a publish may wait for replicas: under the reply timeout of every Redis client."""
+    value = options.positive_seconds(raw)
+    limit = redisconn.OPTIONS["socket_timeout"]
+    if value >= limit:
+        raise OptionError(f"must be under {limit} s, the reply timeout of the node's Redis clients")
+    return value
 
 
 def _option(default: Any, convert: Callable[[str], Any], help: str) -> Any:
@@ -131,6 +140,17 @@ class Config:
     )
     stream_max_entries: int = _option(
         1_000_000, options.positive_integer, "entries the cluster's stream keeps at most"
+    )
+    redis_wait_replicas: int = _option(
+        0,
+        options.non_negative_integer,
+        "Redis replicas that must have a publish before it is acknowledged (WAIT after the "
+        "append; 0: the primary's word)",
+    )
+    redis_wait_timeout: float = _option(
+        0.5,
+        _wait_timeout,
+        "seconds a publish waits for --redis-wait-replicas before it is answered with an error",
     )
     allow_eio3: bool = _option(
         False, options.boolean, "serve Engine.IO 3 / Socket.IO 2 clients (socket.io-client 2.x) too"

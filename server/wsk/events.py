@@ -26,7 +26,7 @@ from socketio import exceptions as sio_exceptions
 
 from wsk.auth import Authenticator, Grant, Unauthorized
 from wsk.config import Config
-from wsk.manager import NotDelivered
+from wsk.manager import NotDelivered, NotReplicated
 from wsk.metrics import Metrics, event_label
 
 if TYPE_CHECKING:
@@ -237,6 +237,8 @@ def register(
         message = {"from": sid, "node": node_name, "room": room, "data": data["data"]}
         try:
             offset = sio.manager.emit("message", message, namespace="/", room=room)
+        except NotReplicated:
+            return {"error": "not acknowledged: too few of the cluster's Redis replicas had it"}
         except NotDelivered:
             return {"error": "not delivered: the cluster's Redis did not take it"}
         return {"node": node_name, "offset": str(offset)}

@@ -37,7 +37,7 @@ from wsk.batches import Batches
 from wsk.metrics import Metrics, event_label
 from wsk.recovery import Record, Sessions, new_pid
 from wsk.redisurl import hide_password
-from wsk.stream import ZERO, Offset, Stream
+from wsk.stream import ZERO, Offset, Stream, Unreplicated
 
 log = logging.getLogger("wsk.cluster")
 
@@ -64,6 +64,14 @@ class NotDelivered(ConnectionError):
     """Redis did not take a message: nobody will receive it."""
 
 
+class NotReplicated(NotDelivered):
+    """The primary took a message, but too few replicas had it (--redis-wait-replicas).
+
+    It is in the stream, so its receivers may still get it; it is not promised, as
+    it would be lost if the primary failed now.
+    """
+
+
 class RecoveryFailed(Exception):
     """A session cannot be restored; ``reason`` is the metric's label."""
 
@@ -84,6 +92,8 @@ class ClusterManager(socketio.Manager):
         metrics: Metrics | None = None,
         write_only: bool = False,
         hold_limit: int = 10_000,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
     ) -> None:
         super().__init__()
         self.url_for_logs = hide_password(url)
@@ -99,6 +109,8 @@ class ClusterManager(socketio.Manager):
             retention=max(recovery_window, 30.0) + RETENTION_MARGIN,
             max_entries=stream_max_entries,
             trims=not write_only,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
         )
         self.sessions = Sessions(self.writer, channel, recovery_window) if recovery_window else None
         self.reader_url = url
@@ -215,6 +227,13 @@ class ClusterManager(socketio.Manager):
         """
         write_now = self.write_only  # wsk-emit: one message, nothing to batch
         result = self._append_now([message])[0] if write_now else self.appends.submit(message)
+        if isinstance(result, Unreplicated):
+            # in the stream, so it may still be delivered, but it would not survive a failover
+            log.error("Not acknowledging an append to %s: %s", self.url_for_logs, result)
+            if self.metrics is not None:
+                self.metrics.redis_publish_failures.inc()
+                self.metrics.redis_unreplicated.inc()
+            raise NotReplicated(f"Redis at {self.url_for_logs} did not replicate it: {result}")
         if isinstance(result, Exception):
             log.error("Cannot append to the stream at %s: %s", self.url_for_logs, result)
             if self.metrics is not None:

@@ -71,6 +71,12 @@ class Metrics:
             "an error).",
             registry=self.registry,
         )
+        self.redis_unreplicated = Counter(
+            "wsk_redis_unreplicated",
+            "Of those, messages the primary took but too few replicas had within "
+            "--redis-wait-timeout (--redis-wait-replicas).",
+            registry=self.registry,
+        )
         self.redis_up = Gauge(
             "wsk_redis_up",
             "1 when this node's last Redis check succeeded, else 0.",

@@ -44,6 +44,8 @@ class Node:
             stream_max_entries=config.stream_max_entries,
             metrics=self.metrics,
             hold_limit=config.client_queue_packets,
+            wait_replicas=config.redis_wait_replicas,
+            wait_timeout=config.redis_wait_timeout,
         )
         self.sio = SocketIOServer(config, self.metrics, client_manager=self.manager)
         keys = load_keys(config.auth_jwt_key_file) if config.auth != "off" else ()

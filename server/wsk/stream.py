@@ -10,6 +10,10 @@ included, in that order. A client's offset says exactly what it has seen.
 
 The stream keeps entries for ``retention`` seconds (XADD ... MINID ~), and at
 most ``max_entries`` (XTRIM MAXLEN ~), whichever is less.
+
+With ``wait_replicas`` set, a batch of appends is followed by WAIT in the same
+round trip: its entries count as appended only once that many replicas have
+them, so that an acknowledged message survives the loss of the primary.
 """
 
 from __future__ import annotations
@@ -51,13 +55,27 @@ class Offset(tuple):
 ZERO = Offset((0, 0))
 
 
+class Unreplicated(redis.RedisError):
+    """The primary took an append, but too few replicas had it within the wait."""
+
+
 class Stream:
     """One Redis Stream, written and read by the nodes of a cluster."""
 
     def __init__(
-        self, client: redis.Redis, key: str, retention: float, max_entries: int, trims: bool = True
+        self,
+        client: redis.Redis,
+        key: str,
+        retention: float,
+        max_entries: int,
+        trims: bool = True,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
     ) -> None:
         self.client = client
+        # replicas that must have an append before it counts, and how long to wait for them
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = max(1, int(wait_timeout * 1000))
         # only the nodes trim: a writer that does not know the cluster's recovery
         # window (wsk-emit) must not cut what the nodes keep for it
         self.trims = trims
@@ -84,15 +102,35 @@ class Stream:
         pipe = self.client.pipeline(transaction=False)
         for message in messages:
             pipe.xadd(self.key, {FIELD: json.dumps(message, separators=(",", ":"))}, **trim)
+        if self.wait_replicas:
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+        answers = pipe.execute(raise_on_error=False)
         results: list[Offset | Exception] = []
-        for entry in pipe.execute(raise_on_error=False):
+        for entry in answers[: len(messages)]:
             if isinstance(entry, Exception):
                 results.append(entry)
                 continue
             offset = Offset.parse(entry)
             self.skew_ms = offset[0] - now_ms
             results.append(offset)
+        if self.wait_replicas:
+            results = self._replicated(results, answers[-1])
         return results
+
+    def _replicated(
+        self, results: list[Offset | Exception], replicas: Any
+    ) -> list[Offset | Exception]:
+        """The results of a batch given WAIT's answer: every append fails if too few have it."""
+        if isinstance(replicas, Exception):
+            shortfall: Exception = replicas
+        elif int(replicas) >= self.wait_replicas:
+            return results
+        else:
+            shortfall = Unreplicated(
+                f"{int(replicas)} of {self.wait_replicas} replicas had it "
+                f"within {self.wait_timeout_ms} ms"
+            )
+        return [shortfall if isinstance(r, Offset) else r for r in results]
 
     def read(self, after: Offset, block_ms: int, count: int) -> list[tuple[Offset, dict]]:
         """The entries after ``after``, waiting up to ``block_ms`` for the first one."""

@@ -18,13 +18,15 @@ from wsk.redisurl import hide_password
 # wsk.manager imports eventlet, which a write-only manager does not use: its
 # notice is for new projects
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-from wsk.manager import ClusterManager, NotDelivered  # noqa: E402
+from wsk.config import SERVER_OPTIONS  # noqa: E402
+from wsk.manager import ClusterManager, NotDelivered, NotReplicated  # noqa: E402
 
 EMIT_OPTIONS = (
     Option("redis_url", options.redis_url, "redis://127.0.0.1:6379/0", "Redis URL of the cluster"),
     Option("channel", options.text, "wsk", "name of the cluster in Redis (its --channel)"),
     Option("room", options.text, None, "send to this room only (default: every client)"),
     Option("namespace", options.url_path, "/", "Socket.IO namespace"),
+    *(option for option in SERVER_OPTIONS if option.name.startswith("redis_wait_")),
 )
 
 
@@ -51,9 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     data = payload(args["data"], args["text"])
     logging.basicConfig(level=logging.CRITICAL)  # this command reports failures itself
-    manager = ClusterManager(args["redis_url"], args["channel"], write_only=True)
+    manager = ClusterManager(
+        args["redis_url"],
+        args["channel"],
+        write_only=True,
+        wait_replicas=args["redis_wait_replicas"],
+        wait_timeout=args["redis_wait_timeout"],
+    )
     try:
         offset = manager.emit(args["event"], data, namespace=args["namespace"], room=args["room"])
+    except NotReplicated as exc:
+        options.fail("wsk-emit", f"published, but not acknowledged: {exc}", 1)
     except NotDelivered:
         options.fail(
             "wsk-emit", f"cannot publish to Redis at {hide_password(args['redis_url'])}", 1
