@@ -219,6 +219,8 @@ class Client:
                 transports=self.transports,
                 auth=self.auth,
                 retry=True,
+                # the CONNECT answer may wait on Redis (recovery): not only the library's 1 s
+                wait_timeout=10,
             )
         except socketio.exceptions.ConnectionError as exc:
             say("cannot connect:", exc)
