@@ -204,3 +204,24 @@ def test_with_redis_wait_replicas_a_publish_is_acknowledged_only_once_a_replica_
         lambda: "offset" in a.call("publish", {"data": "again"}), 10, what="acks once it is back"
     )
     assert waiting.metric("wsk_redis_unreplicated_total") == 1
+
+
+def test_under_the_roles_acl_a_node_releases_the_session_of_a_client_that_leaves(
+    cluster, group, tmp_path
+):
+    """The nodes' user may run what a release pipelines (SCRIPT EXISTS before EVALSHA)."""
+    node = WskNode(tmp_path, "node1", group.url()).start()
+    cluster.nodes = [node]
+    client = cluster.node_client(node)
+    assert client.call("join", {"room": "chat"})["room"] == "chat"
+    sessions = ask(group.primary.port, "KEYS", "wsk:session:*")
+    assert len(sessions) == 1
+    assert ask(group.primary.port, "HGET", sessions[0], "owner")  # held by the node
+    client.sio.disconnect()
+    wait_until(
+        lambda: ask(group.primary.port, "HGET", sessions[0], "owner") == b"",
+        10,
+        what="the session released for the recovery window",
+    )
+    assert 0 < ask(group.primary.port, "PTTL", sessions[0]) <= 120_000
+    assert "no permissions" not in node.log() and "cannot release" not in node.log()
