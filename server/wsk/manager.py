@@ -43,7 +43,7 @@ log = logging.getLogger("wsk.cluster")
 
 # Seconds the reader waits before its first retry, and at most between two.
 RETRY_FIRST_WAIT = 0.5
-RETRY_MAX_WAIT = 5.0
+RETRY_MAX_WAIT = 2.0
 # appends that go to Redis in one round trip at most
 APPEND_BATCH = 500
 # entries one read takes; entries delivered before the hub gets a turn

@@ -15,11 +15,20 @@ from __future__ import annotations
 
 import redis
 import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from wsk import redisurl
 
 OPTIONS = {
-    "socket_connect_timeout": 3,
+    # Redis is on the cluster's private network: a connect that takes longer than
+    # this is to a host that is gone (one lost SYN is resent after 1 s)
+    "socket_connect_timeout": 2,
+    # one retry at once, on a new connection (a Redis restart or a failover closed the
+    # old one); more is left to the callers (the reader's backoff, a publish's error).
+    # redis-py's default (10 retries with backoff, each a connect that may time out)
+    # held a node for 25 s after the primary's host went away.
+    "retry": Retry(NoBackoff(), 1),
     # a host that vanished (powered off, cut off) sends no FIN: a reply that does not
     # come within this is an error, so that writes fail over and the reader, whose
     # XREAD blocks for READ_BLOCK_MS (2 s), reconnects (to the new primary, with Sentinel)
@@ -52,6 +61,8 @@ def _sentinel(url: str, options: dict[str, object]) -> tuple[redis.sentinel.Sent
             "socket_connect_timeout": SENTINEL_TIMEOUT,
             "socket_timeout": SENTINEL_TIMEOUT,
             "socket_keepalive": True,
+            # a sentinel that does not answer is skipped for the next one at once
+            "retry": Retry(NoBackoff(), 0),
         },
         db=parsed.db,
         **auth,
