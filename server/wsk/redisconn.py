@@ -24,11 +24,13 @@ OPTIONS = {
     # Redis is on the cluster's private network: a connect that takes longer than
     # this is to a host that is gone (one lost SYN is resent after 1 s)
     "socket_connect_timeout": 2,
-    # one retry at once, on a new connection (a Redis restart or a failover closed the
-    # old one); more is left to the callers (the reader's backoff, a publish's error).
-    # redis-py's default (10 retries with backoff, each a connect that may time out)
-    # held a node for 25 s after the primary's host went away.
-    "retry": Retry(NoBackoff(), 1),
+    # no retries inside redis-py: the callers have their own (the reader's backoff, a
+    # publish's error), and a command retried after its reply was lost may have run
+    # already (an XADD twice is a message delivered twice). The pool still replaces a
+    # connection that Redis closed before handing it out. redis-py's default (10
+    # retries with backoff, each a connect that may time out) held a node for 25 s
+    # after the primary's host went away.
+    "retry": Retry(NoBackoff(), 0),
     # a host that vanished (powered off, cut off) sends no FIN: a reply that does not
     # come within this is an error, so that writes fail over and the reader, whose
     # XREAD blocks for READ_BLOCK_MS (2 s), reconnects (to the new primary, with Sentinel)
