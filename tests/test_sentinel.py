@@ -35,9 +35,9 @@ def relayed(sender, receiver) -> bool:
     return True
 
 
-def emit(url: str, marker: str) -> subprocess.CompletedProcess:
+def emit(url: str, marker: str, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [BIN / "wsk-emit", "--redis-url", url, "news", marker],
+        [BIN / "wsk-emit", "--redis-url", url, *flags, "news", marker],
         capture_output=True,
         text=True,
         timeout=30,
@@ -188,12 +188,7 @@ def test_with_redis_wait_replicas_a_publish_is_acknowledged_only_once_a_replica_
         # the node that does not wait still acknowledges on the primary's word
         assert set(b.call("publish", {"data": "trusted"})) == {"node", "offset"}
         # and wsk-emit, told to wait, says it was not acknowledged
-        result = subprocess.run(
-            [BIN / "wsk-emit", "--redis-url", url, "--redis-wait-replicas", "1", "news", '"x"'],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = emit(url, '"x"', "--redis-wait-replicas", "1")
         assert result.returncode == 1
         assert result.stderr.startswith("wsk-emit: error: published, but not acknowledged: ")
         assert "0 of 1 replicas had it within 500 ms" in result.stderr

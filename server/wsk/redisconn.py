@@ -20,6 +20,9 @@ from redis.retry import Retry
 
 from wsk import redisurl
 
+# redis-py's retries, turned off (see OPTIONS)
+NO_RETRY = Retry(NoBackoff(), 0)
+
 OPTIONS = {
     # Redis is on the cluster's private network: a connect that takes longer than
     # this is to a host that is gone (one lost SYN is resent after 1 s)
@@ -30,7 +33,7 @@ OPTIONS = {
     # connection that Redis closed before handing it out. redis-py's default (10
     # retries with backoff, each a connect that may time out) held a node for 25 s
     # after the primary's host went away.
-    "retry": Retry(NoBackoff(), 0),
+    "retry": NO_RETRY,
     # a host that vanished (powered off, cut off) sends no FIN: a reply that does not
     # come within this is an error, so that writes fail over and the reader, whose
     # XREAD blocks for READ_BLOCK_MS (2 s), reconnects (to the new primary, with Sentinel)
@@ -64,7 +67,7 @@ def _sentinel(url: str, options: dict[str, object]) -> tuple[redis.sentinel.Sent
             "socket_timeout": SENTINEL_TIMEOUT,
             "socket_keepalive": True,
             # a sentinel that does not answer is skipped for the next one at once
-            "retry": Retry(NoBackoff(), 0),
+            "retry": NO_RETRY,
         },
         db=parsed.db,
         **auth,
