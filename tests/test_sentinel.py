@@ -207,16 +207,27 @@ def test_under_the_roles_acl_a_node_releases_the_session_of_a_client_that_leaves
     """The nodes' user may run what a release pipelines (SCRIPT EXISTS before EVALSHA)."""
     node = WskNode(tmp_path, "node1", group.url()).start()
     cluster.nodes = [node]
+    # a heartbeat comes back through the stream once the node reads it: only then does
+    # a connect get a recoverable session
+    cluster.node_client(node).wait_for("okok")
     client = cluster.node_client(node)
     assert client.call("join", {"room": "chat"})["room"] == "chat"
-    sessions = ask(group.primary.port, "KEYS", "wsk:session:*")
+    sid = client.sio.get_sid()
+    sessions = [
+        key
+        for key in ask(group.primary.port, "KEYS", "wsk:session:*")
+        if ask(group.primary.port, "HGET", key, "sid") == sid.encode()
+    ]
     assert len(sessions) == 1
     assert ask(group.primary.port, "HGET", sessions[0], "owner")  # held by the node
     client.sio.disconnect()
+    # kept for the recovery window (owner cleared) after a dropped transport, deleted
+    # after a DISCONNECT packet: python-socketio's client sends one or the other
     wait_until(
-        lambda: ask(group.primary.port, "HGET", sessions[0], "owner") == b"",
+        lambda: ask(group.primary.port, "HGET", sessions[0], "owner") in (b"", None),
         10,
-        what="the session released for the recovery window",
+        what="the session released",
     )
-    assert 0 < ask(group.primary.port, "PTTL", sessions[0]) <= 120_000
+    left = ask(group.primary.port, "PTTL", sessions[0])
+    assert left == -2 or 0 < left <= 120_000, left  # gone, or kept for the window alone
     assert "no permissions" not in node.log() and "cannot release" not in node.log()
