@@ -67,9 +67,24 @@ class Probe:
         self.messages: list[dict] = []
         self.lock = threading.Lock()
         self.connects: list[bool] = []  # each connect: whether the session was recovered
+        # each connect and disconnect, timed, with the process (sid prefix) or the reason
+        self.events: list[str] = []
+        self.started = time.monotonic()
         self.sio.on("okok", self._on_okok)
         self.sio.on("message", self._on_message)
-        self.sio.on("connect", lambda: self.connects.append(self.sio.recovered))
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+
+    def _log(self, what: str) -> None:
+        self.events.append(f"{time.monotonic() - self.started:.1f}s {what}")
+
+    def _on_connect(self) -> None:
+        self.connects.append(self.sio.recovered)
+        sid = self.sio.eio.sid or ""
+        self._log(f"connect {sid.split('~')[0]}{' recovered' if self.sio.recovered else ''}")
+
+    def _on_disconnect(self, reason: str = "") -> None:
+        self._log(f"disconnect ({reason}) via {self.sio.transport()}")
 
     # a broadcast carries its stream offset as a last argument (session recovery)
 
@@ -320,6 +335,8 @@ def roll_under_a_busy_room(command: str, per_transport: int) -> tuple[list[Probe
             f"{command.split()[-1]}: {elapsed:.0f} s for {len(PROCESSES)} processes, disconnects"
             f" per client {[len(p.connects) - 1 for p in clients]}, {len(acked)} acknowledged"
         )
+        for probe in clients:
+            print(f"  {','.join(probe.transports)}: {'; '.join(probe.events)}")
         for probe in clients:
             got = seqs(probe)
             assert len(got) == len(set(got)), f"{probe.transports}: duplicates"
