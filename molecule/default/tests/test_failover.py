@@ -172,7 +172,8 @@ def on_victim(node: str) -> bool:
 def server_changes(since: str) -> list[str]:
     """HAProxy's log lines of servers changing state since ``since`` (its clock)."""
     log = docker("exec", LB, "journalctl", "-u", "haproxy.service", "--since", since, "-o", "cat")
-    return [line for line in log.splitlines() if "Server wsk/" in line]
+    # each line is there twice: as a warning on stderr, and in the log on stdout
+    return [line for line in log.splitlines() if line.startswith("Server wsk/")]
 
 
 def address_of(container: str) -> str:
@@ -237,7 +238,7 @@ def test_a_rolling_restart_disconnects_each_client_once_at_most_and_loses_nothin
     wait_for(all_up, 60, "every wsk server UP in HAProxy")
     since = docker("exec", LB, "date", "+%Y-%m-%d %H:%M:%S")
     clients, _ = roll_under_a_busy_room(ROLLING_COMMAND, per_transport=4)
-    hit_twice = [f"{p.transports}: {p.events}" for p in clients if len(p.connects) > 2]
+    hit_twice = [f"{p.transports}: {p.events}" for p in clients if p.disconnects > 1]
     assert not hit_twice, "\n".join([*hit_twice, "HAProxy:", *server_changes(since)])
     assert all_up()
 
