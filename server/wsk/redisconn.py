@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from wsk import redisurl
+from wsk.redistls import SharedContextSSLConnection
 
 # redis-py's retries, turned off (see OPTIONS)
 NO_RETRY = Retry(NoBackoff(), 0)
@@ -76,12 +77,17 @@ def _sentinel(url: str, options: dict[str, object]) -> tuple[redis.sentinel.Sent
     return sentinel, parsed.service
 
 
+def _tls(url: str) -> dict[str, object]:
+    """For a rediss:// URL, TLS connections that share their SSLContext (wsk.redistls)."""
+    return {"connection_class": SharedContextSSLConnection} if url.startswith("rediss://") else {}
+
+
 def client(url: str, **options: object) -> redis.Redis:
     """One client with its own connection, for a reader that blocks."""
     if redisurl.is_sentinel(url):
         sentinel, service = _sentinel(url, {**OPTIONS, **options})
         return sentinel.master_for(service)
-    return redis.Redis.from_url(url, **{**OPTIONS, **options})
+    return redis.Redis.from_url(url, **{**OPTIONS, **_tls(url), **options})
 
 
 def pool(url: str) -> redis.Redis:
@@ -95,6 +101,6 @@ def pool(url: str) -> redis.Redis:
             timeout=POOL_WAIT,
         )
     connections = redis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT, **OPTIONS
+        url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT, **OPTIONS, **_tls(url)
     )
     return redis.Redis(connection_pool=connections)
