@@ -270,6 +270,35 @@ def test_wsk_client_recovers_and_says_so(cluster):
     assert len(set(sids)) == 1, lines
 
 
+def test_wsk_client_waits_as_long_on_a_reconnect_as_on_its_first_connect(cluster):
+    """python-socketio's reconnect waits 1 s for the CONNECT answer, whatever connect() was
+    given. A recovering CONNECT that waits on Redis took longer, so the attempt was given
+    up and made again; over long-polling the late answer still fired "connect" (seen in
+    the Molecule rolling restart: two connects for one lost connection)."""
+    cluster.start(nodes=1)
+    node = cluster.nodes[0]
+    client = RecordingClient().connect(cluster.haproxy.url, transport="polling", wait_timeout=10)
+    cluster.clients.append(client)
+    client.wait_for("okok")  # the node reads the stream: the session can be recovered
+    cluster.redis.signal(signal.SIGSTOP)  # Redis stalls: the next CONNECT waits on it
+    try:
+        cluster.haproxy.stop()  # the long-poll breaks; the client retries until HAProxy is back
+        cluster.haproxy.start()
+        wait_until(
+            lambda: node.metric("wsk_recoveries_attempted_total", 0) >= 1, 10, what="the attempt"
+        )
+        time.sleep(2)  # the CONNECT has waited on Redis for longer than 1 s
+    finally:
+        cluster.redis.signal(signal.SIGCONT)
+    wait_until(lambda: client.connects == 2 and client.sio.connected, 10, what="the reconnect")
+    time.sleep(1)  # a second attempt would come within the client's 1 s reconnect delay
+    # without wait_timeout kept for reconnects: 3 connects, 1 disconnect, 2 attempts
+    assert client.connects == 2 and client.sio.recovered
+    assert len(client.disconnects) == 1
+    assert node.metric("wsk_recoveries_attempted_total", 0) == 1  # one attempt, answered
+    assert node.metric("wsk_recoveries_total", 0, result="succeeded", reason="") == 1
+
+
 def _raw_client(node):
     """An Engine.IO websocket straight to a node, past its open packet."""
     import websocket

@@ -46,12 +46,30 @@ class Client(SocketIOClientHooks):
         self.offset: str | None = None
         self.recovered = False
         self._user_auth: Any = None
+        # how long a connect waits for the CONNECT answer, reconnects included
+        self.wait_timeout: float = 1
 
-    def connect(self, url: str, *args: Any, auth: Any = None, **kwargs: Any) -> None:
-        """python-socketio's ``connect``; ``auth`` (a dict or a callable) goes with each attempt."""
+    def connect(
+        self,
+        url: str,
+        *args: Any,
+        auth: Any = None,
+        wait_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """python-socketio's ``connect``; ``auth`` (a dict or a callable) and ``wait_timeout``
+        hold for every reconnect too.
+
+        python-socketio's reconnect waits 1 s for the CONNECT answer, whatever the first
+        connect was given. A recovering CONNECT that waits on Redis can take longer; the
+        attempt was then given up and made again, and over long-polling the late answer
+        still fired ``connect``: two connects for one lost connection.
+        """
         if auth != self._auth:  # python-socketio reconnects with what it was given: ours
             self._user_auth = auth
-        super().connect(url, *args, auth=self._auth, **kwargs)
+        if wait_timeout is not None:  # python-socketio reconnects without one
+            self.wait_timeout = wait_timeout
+        super().connect(url, *args, auth=self._auth, wait_timeout=self.wait_timeout, **kwargs)
 
     def _auth(self) -> dict[str, Any] | None:
         base = self._user_auth() if callable(self._user_auth) else self._user_auth
