@@ -25,10 +25,10 @@ not configure, is left to redis-py's own path.
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
-import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -36,59 +36,60 @@ from wsk.transport.versions import TESTED, check_versions
 
 check_versions({"redis": TESTED["redis"]})
 
-_contexts: dict[tuple[Any, ...], ssl.SSLContext] = {}
-_lock = threading.Lock()
 
-
-def _settings(conn: redis.SSLConnection) -> tuple[Any, ...]:
+class Settings(NamedTuple):
     """What a connection's context is made of: equal settings, one context."""
-    return (
-        conn.check_hostname,
-        conn.cert_reqs,
-        tuple(conn.ssl_include_verify_flags or ()),
-        tuple(conn.ssl_exclude_verify_flags or ()),
-        conn.certfile,
-        conn.keyfile,
-        conn.certificate_password,
-        conn.ca_certs,
-        conn.ca_path,
-        conn.ca_data,
-        conn.ssl_min_version,
-        conn.ssl_ciphers,
-    )
 
+    check_hostname: bool
+    cert_reqs: Any
+    include_flags: tuple[Any, ...]
+    exclude_flags: tuple[Any, ...]
+    certfile: Any
+    keyfile: Any
+    password: Any
+    cafile: Any
+    capath: Any
+    cadata: Any
+    min_version: Any
+    ciphers: Any
 
-def _build(conn: redis.SSLConnection) -> ssl.SSLContext:
-    """A context with a connection's settings, made as redis-py makes its own."""
-    context = ssl.create_default_context()
-    context.check_hostname = conn.check_hostname
-    context.verify_mode = conn.cert_reqs
-    for flag in conn.ssl_include_verify_flags or ():
-        context.verify_flags |= flag
-    for flag in conn.ssl_exclude_verify_flags or ():
-        context.verify_flags &= ~flag
-    if conn.certfile or conn.keyfile:
-        context.load_cert_chain(
-            certfile=conn.certfile, keyfile=conn.keyfile, password=conn.certificate_password
+    @classmethod
+    def of(cls, conn: redis.SSLConnection) -> Settings:
+        return cls(
+            conn.check_hostname,
+            conn.cert_reqs,
+            tuple(conn.ssl_include_verify_flags or ()),
+            tuple(conn.ssl_exclude_verify_flags or ()),
+            conn.certfile,
+            conn.keyfile,
+            conn.certificate_password,
+            conn.ca_certs,
+            conn.ca_path,
+            conn.ca_data,
+            conn.ssl_min_version,
+            conn.ssl_ciphers,
         )
-    authorities = {"cafile": conn.ca_certs, "capath": conn.ca_path, "cadata": conn.ca_data}
-    if any(value is not None for value in authorities.values()):
-        context.load_verify_locations(**authorities)
-    if conn.ssl_min_version is not None:
-        context.minimum_version = conn.ssl_min_version
-    if conn.ssl_ciphers:
-        context.set_ciphers(conn.ssl_ciphers)
+
+
+@functools.cache
+def shared_context(settings: Settings) -> ssl.SSLContext:
+    """The one context for these settings, made as redis-py makes its own, at first use."""
+    context = ssl.create_default_context()
+    context.check_hostname = settings.check_hostname
+    context.verify_mode = settings.cert_reqs
+    for flag in settings.include_flags:
+        context.verify_flags |= flag
+    for flag in settings.exclude_flags:
+        context.verify_flags &= ~flag
+    if settings.certfile or settings.keyfile:
+        context.load_cert_chain(settings.certfile, settings.keyfile, settings.password)
+    if (settings.cafile, settings.capath, settings.cadata) != (None, None, None):
+        context.load_verify_locations(settings.cafile, settings.capath, settings.cadata)
+    if settings.min_version is not None:
+        context.minimum_version = settings.min_version
+    if settings.ciphers:
+        context.set_ciphers(settings.ciphers)
     return context
-
-
-def shared_context(conn: redis.SSLConnection) -> ssl.SSLContext:
-    """The one context for ``conn``'s TLS settings, built at its first connection."""
-    key = _settings(conn)
-    with _lock:
-        context = _contexts.get(key)
-        if context is None:
-            context = _contexts[key] = _build(conn)
-        return context
 
 
 class SharedContextSSLConnection(redis.SSLConnection):
@@ -97,4 +98,4 @@ class SharedContextSSLConnection(redis.SSLConnection):
     def _wrap_socket_with_ssl(self, sock: socket.socket) -> ssl.SSLSocket:
         if self.ssl_validate_ocsp or self.ssl_validate_ocsp_stapled:
             return super()._wrap_socket_with_ssl(sock)
-        return shared_context(self).wrap_socket(sock, server_hostname=self.host)
+        return shared_context(Settings.of(self)).wrap_socket(sock, server_hostname=self.host)

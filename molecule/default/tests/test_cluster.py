@@ -67,10 +67,10 @@ class Probe:
         self.messages: list[dict] = []
         self.lock = threading.Lock()
         self.connects: list[bool] = []  # each connect: whether the session was recovered
-        # the times the connection was lost; not len(connects) - 1: python-socketio's
-        # reconnect waits 1 s for the CONNECT answer (it does not pass wait_timeout on),
-        # and over polling an answer later than that still fires "connect" after the
-        # attempt was given up, so one lost connection can show two connects
+        # the times the connection was lost; not len(connects) - 1: over polling, a
+        # CONNECT answer later than the attempt's wait_timeout still fires "connect"
+        # after the attempt was given up, so one lost connection can show two connects
+        # (python-socketio's own reconnect waits 1 s; wsk.client keeps wait_timeout)
         self.disconnects = 0
         # each connect and disconnect, timed, with the process (sid prefix) or the reason
         self.events: list[str] = []
