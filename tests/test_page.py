@@ -158,7 +158,10 @@ def test_a_killed_node_shows_as_gone_and_the_browser_reconnects_to_the_other(
     haproxy = cluster.haproxy
     page = visit(contexts(haproxy, "node1"), f"{haproxy.url}/wsk/?transport={transport}")
     expect(page.locator("#me-node")).to_have_text("node1", timeout=WAIT_MS)
-    expect(node_row(page, "node2")).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+    # the page knows a node only once it has heard its okok: wait for both, or
+    # node1 can be killed before its first beat reached the page and never show
+    for name in ("node1", "node2"):
+        expect(node_row(page, name)).to_have_attribute("data-state", "up", timeout=WAIT_MS)
     join(page, "survivors")
 
     cluster.nodes[0].signal(signal.SIGKILL)
