@@ -371,17 +371,21 @@ class ClusterManager(socketio.Manager):
     def _deliver_emit(self, offset: Offset, message: dict[str, Any], namespace: str) -> None:
         if namespace not in self.rooms:
             return
-        if self.metrics is not None:
-            self.metrics.events_out.labels(event_label(str(message.get("event")))).inc()
         room = message.get("room")
         skip = message.get("skip_sid")
         skip = skip if isinstance(skip, list) else [skip]
-        eio_packets = self._packets(offset, message, namespace)
+        # encoded once, for the first recipient: a node without one (the room's
+        # members are all on other nodes) neither encodes nor counts it
+        eio_packets: list[eio_packet.Packet] | None = None
         holding, floors = self.holding, self.floors
         send = self.server.eio.send_packet
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
+            if eio_packets is None:
+                eio_packets = self._packets(offset, message, namespace)
+                if self.metrics is not None:
+                    self.metrics.events_out.labels(event_label(str(message.get("event")))).inc()
             if holding and sid in holding:
                 held = holding[sid]
                 held.append((offset, eio_packets))
