@@ -14,7 +14,8 @@ TESTED = {
     "python-engineio": ("4.15", "4.16"),
     "python-socketio": ("5.18", "5.19"),
     "eventlet": ("0.40", "0.42"),
-    # wsk.redistls: one SSLContext for all of a node's TLS connections to Redis
+    # wsk.redistls: one SSLContext for all of a node's TLS connections to Redis;
+    # wsk.redisparse: redis-py's hiredis parser, made to work under eventlet
     "redis": ("8.1", "8.2"),
 }
 
