@@ -294,11 +294,15 @@ class ClusterManager(socketio.Manager):
 
     def _read_forever(self) -> None:
         wait = RETRY_FIRST_WAIT
-        reader = redisconn.client(self.reader_url)
-        stream = Stream(reader, self.stream.key, self.stream.retention, self.stream.max_entries)
+        stream: Stream | None = None
         failing = False
         while True:
             try:
+                if stream is None:  # its one connection is opened here, and kept
+                    reader = redisconn.reader(self.reader_url)
+                    stream = Stream(
+                        reader, self.stream.key, self.stream.retention, self.stream.max_entries
+                    )
                 if self.position is None or failing:
                     self._catch_up(stream)
                 entries = stream.read(self.position, READ_BLOCK_MS, READ_COUNT)
@@ -310,6 +314,9 @@ class ClusterManager(socketio.Manager):
                 if not failing:
                     log.error("Cannot read the stream at %s (%s); retrying", self.url_for_logs, exc)
                 failing = True
+                if stream is not None:  # a new connection for the next try (redisconn.reader)
+                    redisconn.close(stream.client)
+                    stream = None
                 time.sleep(wait)
                 wait = min(wait * 2, RETRY_MAX_WAIT)
                 continue

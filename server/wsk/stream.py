@@ -29,6 +29,7 @@ import redis
 log = logging.getLogger("wsk.stream")
 
 FIELD = "m"  # the one field of an entry: the message, as JSON
+FIELD_BYTES = FIELD.encode()
 
 
 class Offset(tuple):
@@ -46,6 +47,12 @@ class Offset(tuple):
         ms, sep, seq = text.partition("-")
         if not sep or not ms.isdigit() or not seq.isdigit() or len(text) > 41:
             raise ValueError(f"not a stream offset: {text[:41]!r}")
+        return cls((int(ms), int(seq)))
+
+    @classmethod
+    def of_entry(cls, entry_id: bytes | str) -> Offset:
+        """The offset of an id that Redis gave an entry (no checks: it is well formed)."""
+        ms, seq = entry_id.split(b"-" if isinstance(entry_id, bytes) else "-")
         return cls((int(ms), int(seq)))
 
     def __str__(self) -> str:
@@ -166,8 +173,8 @@ class Stream:
 
 def _entries(raw: list) -> Iterator[tuple[Offset, dict]]:
     for entry_id, fields in raw:
-        offset = Offset.parse(entry_id)
-        body = fields.get(FIELD.encode()) or fields.get(FIELD)
+        offset = Offset.of_entry(entry_id)
+        body = fields.get(FIELD_BYTES) or fields.get(FIELD)
         try:
             message = json.loads(body)
         except (TypeError, ValueError):
