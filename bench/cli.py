@@ -27,9 +27,10 @@ from bench.workloads import (
     w3_idle,
     w4_connect_rate,
     w5_recovery,
+    w6_scale,
 )
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
 QUIET_CORES = 0.25
 QUIET_SAMPLE_SECONDS = 3.0
 SCHEMA = 1
@@ -60,7 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),
-        help="comma-separated subset of w1,w2,w3,w4,w5 (default: all)",
+        help="comma-separated subset of w1,w2,w3,w4,w5,w6 (default: all)",
     )
     parser.add_argument(
         "--set",
@@ -179,6 +180,11 @@ def run_workloads(run: Run, args: argparse.Namespace, results: Json) -> None:
         for stack in order(stacks, turn):
             print(f"W5 recovery, {stack}", flush=True)
             results["w5"].append(w5_recovery(run, stack))
+        turn += 1
+    if "w6" in args.workloads:
+        for stack in order(stacks, turn):
+            print(f"W6 scale with the cluster, {stack}", flush=True)
+            results["w6"].append(w6_scale(run, stack))
 
 
 def run_profile(run: Run, results: Json, out: Path, label: str) -> None:
@@ -245,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "w3": [],
         "w4": [],
         "w5": [],
+        "w6": [],
         "overrides": args.overrides,
         "profile": None,
     }

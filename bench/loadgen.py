@@ -515,8 +515,9 @@ class Worker:
         concurrency: int = 100,
         room: str | None = None,
         cookie: str | None = None,
+        rooms: list[str] | None = None,
     ) -> Json:
-        """Open ``count`` websocket clients to ``url``; each joins ``room`` if given."""
+        """Open ``count`` websocket clients to ``url``; each joins ``room`` and ``rooms``."""
         parts = urlsplit(url)
         host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
         path = path if path.endswith("/") else path + "/"
@@ -528,9 +529,9 @@ class Worker:
             async with gate:
                 try:
                     client = await self._open(host, port, path, cookie)
-                    if room is not None:
-                        answer = await client.call("join", {"room": room})
-                        if not isinstance(answer, dict) or answer.get("room") != room:
+                    for one in ([room] if room is not None else []) + (rooms or []):
+                        answer = await client.call("join", {"room": one})
+                        if not isinstance(answer, dict) or answer.get("room") != one:
                             raise ProtocolError(f"join answered {answer!r}")
                     self.clients.append(client)
                 except (TimeoutError, OSError, ProtocolError) as exc:
@@ -580,11 +581,13 @@ class Worker:
         step: int,
         tail_step: int | None = None,
         tail_from: int | None = None,
+        rooms: list[str] | None = None,
     ) -> Json:
         """Publish ``rate`` messages a second for ``seconds`` from this process' first client.
 
         Messages from the ``tail_from``-th on are marked ``tail_step`` instead of
         ``step``, so that the end of a step can be judged apart from its start.
+        With ``rooms``, the messages go to each of them in turn instead of ``room``.
         """
         client = self.clients[0]
         total = max(1, round(rate * seconds))
@@ -602,7 +605,9 @@ class Worker:
                 stamp = f"~{mark}~{time.monotonic_ns()}~{self.next_seq}~"
                 self.next_seq += 1
                 data: Json = {"data": stamp + pad[len(stamp) :]}
-                if room is not None:
+                if rooms:
+                    data["room"] = rooms[sent % len(rooms)]
+                elif room is not None:
                     data["room"] = room
                 client.emit("publish", data, acked)
                 sent += 1

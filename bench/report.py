@@ -340,7 +340,42 @@ def figures(results: Json) -> list[Json]:
                     *(_get(w5.get(s, {}).get(fault), *path) for s in ("wsk", "node")),
                 )
             )
+    w6 = _by_stack(results.get("w6", []))
+    for step in next(iter(w6.values()), {}).get("steps", []) if w6 else []:
+        count = step["nodes"]
+        at = {s: _w6_step(w6.get(s), count) for s in ("wsk", "node")}
+        table.append(
+            figure(
+                f"w6_{count}_quiet_node",
+                "W6",
+                f"{count} nodes: CPU of the node whose rooms are quiet, beyond its idle CPU",
+                "cores",
+                "lower",
+                *(_w6_quiet(at[s]) for s in ("wsk", "node")),
+            )
+        )
+        table.append(
+            figure(
+                f"w6_{count}_redis",
+                "W6",
+                f"{count} nodes: Redis CPU",
+                "cores",
+                "lower",
+                *(_get(at[s], "redis_cores") for s in ("wsk", "node")),
+            )
+        )
     return table
+
+
+def _w6_step(run: Json | None, count: int) -> Json | None:
+    return next((st for st in (run or {}).get("steps", []) if st["nodes"] == count), None)
+
+
+def _w6_quiet(step: Json | None) -> float | None:
+    """What the quiet node spent on other nodes' traffic: its CPU less its idle CPU."""
+    if step is None:
+        return None
+    return round(max(0.0, step["node1_cores"] - step["node1_idle_cores"]), 4)
 
 
 def _num(value: Any, unit: str = "") -> str:
@@ -432,6 +467,7 @@ def markdown(results: Json, chart_name: str) -> str:
     lines += _w3_details(results)
     lines += _w4_details(results)
     lines += _w5_details(results)
+    lines += _w6_details(results)
     if results.get("notes"):
         lines += ["#### Notes and limits hit", ""]
         lines += [f"- {note}" for note in results["notes"]]
@@ -773,3 +809,35 @@ def _plain_log_ticks(axis: Any, ticker: Any) -> None:
     """Plain numbers (0.5, 2, 1,000) on a logarithmic axis, not powers of ten."""
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.10g}"))
     axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _w6_details(results: Json) -> list[str]:
+    runs = results.get("w6") or []
+    if not runs:
+        return []
+    s = results["settings"]
+    lines = [
+        f"#### W6 scale with the cluster: {s['w6_rooms']} rooms, each with its member on one "
+        f"node, every node but node1 publishing {s['w6_rate_per_node']:g} a second into its "
+        "own rooms",
+        "",
+        "Room k is on node k mod N, where one client is in every room of its node and "
+        "publishes into them in turn; node1's client publishes nothing, so none of node1's "
+        "rooms gets a message and its CPU beyond idle is what the rest of the cluster's "
+        "traffic costs it. Clients connect to their node directly (no HAProxy). Cores are "
+        "shares of one core.",
+        "",
+        "| stack | nodes | cluster publishes/s | node1 (quiet) | node1 idle | publishing node, "
+        "each | Redis | received |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in runs:
+        for st in run["steps"]:
+            lines.append(
+                f"| {run['stack']} | {st['nodes']} | {st['cluster_publishes_per_s']:,.0f} | "
+                f"{st['node1_cores']:.3f} | {st['node1_idle_cores']:.3f} | "
+                f"{st['publishing_node_cores']:.3f} | {st['redis_cores']:.3f} | "
+                f"{st['received']:,} of {st['sent']:,} |"
+            )
+    lines.append("")
+    return lines

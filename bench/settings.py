@@ -68,6 +68,15 @@ class Settings:
     w5_reconnect_concurrency: int = 200
     w5_recover_timeout: float = 60.0
     w5_settle_seconds: float = 10.0
+    # W6: scale with the cluster. As many nodes as each entry of w6_nodes, w6_rooms rooms
+    # whose members are all on one node (room k on node k mod N, one client there in each),
+    # and every node but node1 publishing w6_rate_per_node a second into its own rooms:
+    # node1's rooms stay quiet, so its CPU is what other nodes' traffic costs it
+    w6_nodes: tuple[int, ...] = (2, 4, 8)
+    w6_rooms: int = 100
+    w6_rate_per_node: float = 200.0
+    w6_payload: int = 100
+    w6_seconds: float = 10.0
     # py-spy on a wsk node during W1
     profile_seconds: float = 15.0
     connect_concurrency: int = 100
@@ -106,6 +115,10 @@ SMOKE = Settings(
     w5_reconnect_delay=0.2,
     w5_recover_timeout=20.0,
     w5_settle_seconds=3.0,
+    w6_nodes=(2,),
+    w6_rooms=4,
+    w6_rate_per_node=10.0,
+    w6_seconds=1.0,
     profile_seconds=0.0,
 )
 

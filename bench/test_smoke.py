@@ -39,6 +39,7 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert {run["stack"] for run in results["w3"]} == stacks
     assert {run["stack"] for run in results["w4"]} == stacks
     assert {run["stack"] for run in results["w5"]} == stacks
+    assert {run["stack"] for run in results["w6"]} == stacks
 
     # W1 ran wsk once per recovery window, each beside Node's
     windows = {run["recovery_window"] for run in results["w1"] if run["stack"] == "wsk"}
@@ -71,8 +72,15 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
             ]
             assert sum(replayed) > 0, run["faults"]
 
+    # W6: every publish reached its node's client, and node1's client got none
+    for run in results["w6"]:
+        assert [step["nodes"] for step in run["steps"]] == list(SMOKE.w6_nodes)
+        for step in run["steps"]:
+            assert step["sent"] > 0 and step["received"] == step["sent"], step
+            assert step["node1_received"] == 0, step
+
     figures = results["figures"]
-    assert {row["workload"] for row in figures} == {"W1", "W2", "W3", "W4", "W5"}
+    assert {row["workload"] for row in figures} == {"W1", "W2", "W3", "W4", "W5", "W6"}
     for row in figures:
         assert row["better"] in ("higher", "lower"), row
         for stack in ("wsk", "node"):
@@ -89,3 +97,4 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert "(benchmarks-smoke.png)" in document
     assert "#### W1: wsk with recovery on" in document
     assert "#### W5 recovery:" in document
+    assert "#### W6 scale with the cluster:" in document

@@ -60,13 +60,14 @@ class Run:
         haproxy_processes: int = 1,
         flags: dict[str, str] | None = None,
         variant: str = "",
+        nodes: int | None = None,
     ) -> Cluster:
         return Cluster(
             stack,
             self.workdir,
             self.redis,
             self.node_settings,
-            self.settings.nodes,
+            nodes or self.settings.nodes,
             self.settings.haproxy_maxconn,
             haproxy_processes,
             tag,
@@ -907,3 +908,83 @@ def w5_recovery(run: Run, stack: str) -> Json:
         "clients_per_node": clients_per_node,
         "faults": faults,
     }
+
+
+def w6_scale(run: Run, stack: str) -> Json:
+    """What a node pays for the rest of the cluster: node1's rooms are quiet, the others publish.
+
+    For each cluster size, the CPU of node1 (none of its rooms gets a message: what it
+    spends beyond idle is other nodes' traffic), of the publishing nodes (each delivers
+    the same traffic of its own at every size) and of Redis.
+    """
+    s = run.settings
+    rooms = [f"w6-{k}" for k in range(s.w6_rooms)]
+    steps = []
+    for count in s.w6_nodes:
+        with (
+            run.cluster(stack, f"w6-{count}", nodes=count) as cluster,
+            run.pool(count, f"w6-{stack}-{count}") as pool,
+        ):
+            mine = [rooms[i::count] for i in range(count)]
+            args = [
+                {"url": node.url, "count": 1, "concurrency": 1, "rooms": mine[i]}
+                for i, node in enumerate(cluster.nodes)
+            ]
+            joined = pool.each("connect", args, pool.workers)
+            if sum(r["connected"] for r in joined) != count:
+                raise BenchError(f"W6: not every node's client connected: {joined}")
+            time.sleep(1.0)
+            idle = Sampler({"node1": [cluster.nodes[0].pid]})
+            time.sleep(min(2.0, s.w6_seconds))
+            node1_idle = idle.stop()["node1"]
+            groups = {node.node_name: [node.pid] for node in cluster.nodes}
+            groups["redis"] = [run.redis.pid]
+            sampler = Sampler(groups)
+            publishers = pool.workers[1:]
+            sent = pool.each(
+                "publish",
+                [
+                    {
+                        "rate": s.w6_rate_per_node,
+                        "seconds": s.w6_seconds,
+                        "room": None,
+                        "rooms": mine[i],
+                        "size": s.w6_payload,
+                        "step": 0,
+                    }
+                    for i in range(1, count)
+                ],
+                publishers,
+            )
+            cpu = sampler.stop()
+            expected = sum(r["sent"] for r in sent)
+            deadline = time.monotonic() + s.w1_drain_seconds
+            while True:
+                replies = pool.all("received", pool.workers, steps=[0])
+                received = sum(r["steps"]["0"]["received"] for r in replies)
+                if received >= expected or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            busy = [cpu[node.node_name] for node in cluster.nodes[1:]]
+            seconds = max(r["seconds"] for r in sent)
+            step = {
+                "nodes": count,
+                "cluster_publishes_per_s": round(expected / seconds, 1),
+                "node1_cores": cpu["node1"],
+                "node1_idle_cores": node1_idle,
+                "publishing_node_cores": round(sum(busy) / len(busy), 4),
+                "redis_cores": cpu["redis"],
+                "sent": expected,
+                "received": received,
+                "node1_received": replies[0]["steps"]["0"]["received"],
+                "log_problems": run.check_logs(cluster, f"W6 {count} nodes")["lines"],
+            }
+            print(
+                f"  {stack:5} {count} nodes: {step['cluster_publishes_per_s']:g} publishes/s, "
+                f"node1 (quiet) {step['node1_cores']:.3f} cores (idle {node1_idle:.3f}), "
+                f"publishing nodes {step['publishing_node_cores']:.3f} each, "
+                f"Redis {step['redis_cores']:.3f}, received {received} of {expected}",
+                flush=True,
+            )
+            steps.append(step)
+    return {"stack": stack, "steps": steps}
