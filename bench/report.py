@@ -454,6 +454,8 @@ def markdown(results: Json, chart_name: str) -> str:
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for row in results["figures"]:
+        if row["wsk"] is None and row["node"] is None:
+            continue  # a workload this run did not measure (--workloads)
         arrow = "higher is better" if row["better"] == "higher" else "lower is better"
         lines.append(
             f"| {row['workload']} | {row['label']} ({row['unit']}, {arrow}) | "
@@ -462,10 +464,11 @@ def markdown(results: Json, chart_name: str) -> str:
         )
     lines += _recovery_cost_table(results)
     lines += ["", "### Details", ""]
-    lines += _w1_details(results)
-    lines += _w2_details(results)
-    lines += _w3_details(results)
-    lines += _w4_details(results)
+    # each workload's details only when the run measured it (--workloads)
+    lines += _w1_details(results) if results["w1"] else []
+    lines += _w2_details(results) if results["w2"]["runs"] else []
+    lines += _w3_details(results) if results["w3"] else []
+    lines += _w4_details(results) if results["w4"] else []
     lines += _w5_details(results)
     lines += _w6_details(results)
     if results.get("notes"):
