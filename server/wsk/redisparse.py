@@ -1,13 +1,13 @@
 """Redis replies parsed in C by hiredis, in a node that runs under eventlet.
 
-Without hiredis, redis-py parses every reply in Python: for a node that reads
-the cluster's stream, that was a fifth of the CPU it spends on an entry
-(docs/benchmarks.md). With hiredis installed redis-py picks its hiredis parser
+Without hiredis, redis-py parses every reply in Python: about a sixth of the
+stream reader's samples in py-spy (docs/benchmarks.md, "What a node pays for
+other nodes' traffic"). With hiredis installed redis-py picks its hiredis parser
 by itself, but that parser does not work under eventlet: before handing out a
 pooled connection it asks whether unread data waits on it with ``select.poll``,
 which eventlet's monkey patching removes, so every command fails with "module
-'select' has no attribute 'poll'". (A node used to break so as soon as someone
-installed hiredis beside it.)
+'select' has no attribute 'poll'". (A node broke as soon as someone installed
+hiredis beside it.)
 
 ``GreenHiredisParser`` is redis-py's hiredis parser with that one check done
 the way eventlet allows: a zero-timeout ``poll`` of the real ``select`` module,
