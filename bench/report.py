@@ -439,7 +439,13 @@ def markdown(results: Json, chart_name: str) -> str:
         f"{m['haproxy'].split(' - ')[0]}. Load generator: Python {py['python']} with uvloop "
         f"{py['uvloop']}.",
         "",
-        f"Both stacks: {s['nodes']} server processes, pingInterval {s['ping_interval']:g} s, "
+        f"Both stacks: {s['nodes']} server processes"
+        + (
+            f" ({', '.join(str(n) for n in s['w6_nodes'])} in W6)"
+            if results.get("w6") and "w6_nodes" in s
+            else ""
+        )
+        + f", pingInterval {s['ping_interval']:g} s, "
         f"pingTimeout {s['ping_timeout']:g} s, heartbeat every {s['heartbeat_interval']:g} s "
         "(out of the way), compression off, one Redis and one HAProxy configuration.",
         "",
