@@ -7,16 +7,16 @@ variables this reads WSK_VERIFY_JWT_KEY_FILE, the demo's HS256 secret.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jwt
 import pytest
 import socketio
-from test_cluster import PATH, PROCESSES, wait_for
+from test_cluster import PATH, PROCESSES
 from test_edge import CA_FILE, TLS_URL
 
 from wsk.cli.client import CaSession
@@ -34,16 +34,39 @@ def demo_secret() -> bytes:
     return Path(KEY_FILE).read_text().strip().encode()
 
 
-def connect(auth) -> tuple[socketio.Client, list]:
+def _try_connect(auth) -> tuple[socketio.Client, list, Exception | None]:
     client = socketio.Client(reconnection=False, http_session=CaSession(CA_FILE))
     errors: list = []
     client.on("connect_error", errors.append)
-    with contextlib.suppress(socketio.exceptions.ConnectionError):
+    failure = None
+    try:
         client.connect(
             TLS_URL, socketio_path=PATH, transports=["websocket"], auth=auth, wait_timeout=10
         )
-    if not client.connected:
-        wait_for(lambda: errors, 5, "the connect_error")
+    except socketio.exceptions.ConnectionError as exc:
+        failure = exc
+    deadline = time.monotonic() + 5
+    while not client.connected and not errors and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return client, errors, failure
+
+
+def connect(auth) -> tuple[socketio.Client, list]:
+    """A client that connected, or the connect_error it got; one more try when no answer came.
+
+    About 1 in 100 websocket connections that follow a refused client on the same
+    process is closed by the node right after its OPEN packet, before its CONNECT is
+    read (reproduced on the demo cluster, not on loopback; open, see the stop notes).
+    The client then gets neither CONNECT nor connect_error, and python-socketio waits
+    out wait_timeout. That is not what these tests check, so they try once more, and
+    say so; a wrong answer still fails at once.
+    """
+    client, errors, failure = _try_connect(auth)
+    if not client.connected and not errors:
+        print(f"no answer to the CONNECT ({failure}): trying once more")
+        client, errors, failure = _try_connect(auth)
+    if not client.connected and not errors:
+        pytest.fail(f"neither connected nor refused, twice: {failure}")
     return client, errors
 
 
