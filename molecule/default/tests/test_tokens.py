@@ -54,12 +54,14 @@ def _try_connect(auth) -> tuple[socketio.Client, list, Exception | None]:
 def connect(auth) -> tuple[socketio.Client, list]:
     """A client that connected, or the connect_error it got; one more try when no answer came.
 
-    About 1 in 100 websocket connections that follow a refused client on the same
-    process is closed by the node right after its OPEN packet, before its CONNECT is
-    read (reproduced on the demo cluster, not on loopback; open, see the stop notes).
-    The client then gets neither CONNECT nor connect_error, and python-socketio waits
-    out wait_timeout. That is not what these tests check, so they try once more, and
-    say so; a wrong answer still fails at once.
+    About 1 in 100 websocket connects right after a refused one, through the demo's
+    TLS frontend, ends 1 ms after its OPEN packet: the node receives the CONNECT, then
+    reads the end of the connection from HAProxy's side ("closed by the client" in its
+    debug log) before it can answer. Seen from the host's python-socketio client, not
+    on loopback; its cause is open (see the stop notes). The client then gets neither
+    CONNECT nor connect_error, and python-socketio waits out wait_timeout. That is not
+    what these tests check, so they try once more, and say so; a wrong answer still
+    fails at once.
     """
     client, errors, failure = _try_connect(auth)
     if not client.connected and not errors:
