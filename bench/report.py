@@ -341,8 +341,7 @@ def figures(results: Json) -> list[Json]:
                 )
             )
     w6 = _by_stack(results.get("w6", []))
-    for step in next(iter(w6.values()), {}).get("steps", []) if w6 else []:
-        count = step["nodes"]
+    for count in results["settings"].get("w6_nodes", []) if w6 else []:
         at = {s: _w6_step(w6.get(s), count) for s in ("wsk", "node")}
         table.append(
             figure(

@@ -176,13 +176,7 @@ def publish_step(
         tail_from=total - total // 3,
     )
     expected = sent["sent"] * expected_per_message
-    deadline = time.monotonic() + s.w1_drain_seconds
-    while True:
-        replies = pool.all("received", receivers, steps=[head, tail])
-        received = sum(r["steps"][key]["received"] for r in replies for key in r["steps"])
-        if received >= expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    replies, received = wait_received(pool, receivers, [head, tail], expected, s.w1_drain_seconds)
     cpu = sampler.stop()
     latency = hist.summary(hist.merge(r["steps"][k]["hist"] for r in replies for k in r["steps"]))
     tail_latency = hist.summary(hist.merge(r["steps"][str(tail)]["hist"] for r in replies))
@@ -215,6 +209,20 @@ def publish_step(
         "disconnects": sum(r["disconnects"] for r in replies),
         "passed": passed,
     }
+
+
+def wait_received(
+    pool: Pool, receivers: list[Worker], steps: list[int], expected: int, seconds: float
+) -> tuple[list[Json], int]:
+    """The receivers' replies once ``expected`` messages of ``steps`` arrived, or after
+    ``seconds``; and how many arrived."""
+    deadline = time.monotonic() + seconds
+    while True:
+        replies = pool.all("received", receivers, steps=steps)
+        received = sum(r["steps"][key]["received"] for r in replies for key in r["steps"])
+        if received >= expected or time.monotonic() > deadline:
+            return replies, received
+        time.sleep(0.1)
 
 
 def wait_quiet(pool: Pool, receivers: list[Worker], step: int) -> float:
@@ -958,13 +966,7 @@ def w6_scale(run: Run, stack: str) -> Json:
             )
             cpu = sampler.stop()
             expected = sum(r["sent"] for r in sent)
-            deadline = time.monotonic() + s.w1_drain_seconds
-            while True:
-                replies = pool.all("received", pool.workers, steps=[0])
-                received = sum(r["steps"]["0"]["received"] for r in replies)
-                if received >= expected or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+            replies, received = wait_received(pool, pool.workers, [0], expected, s.w1_drain_seconds)
             busy = [cpu[node.node_name] for node in cluster.nodes[1:]]
             seconds = max(r["seconds"] for r in sent)
             step = {
