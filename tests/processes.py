@@ -23,6 +23,7 @@ from testkit.procs import (  # noqa: F401 - the tests import these from here
     require,
     wait_until,
 )
+from wsk.stream import shard_of
 
 BIN = Path(sys.executable).parent
 
@@ -49,9 +50,10 @@ def metric_in(text: str, name: str, default: float | None = None, **labels: str)
 class StreamTap:
     """Counts what was appended to a cluster's Redis stream while it is open (a context manager)."""
 
-    def __init__(self, url: str, cluster: str = "wsk") -> None:
+    def __init__(self, url: str, cluster: str = "wsk", room: str | None = None) -> None:
         self.client = redis.Redis.from_url(url)
-        self.key = f"{cluster}:stream"
+        # an emit to a room is in the room's shard of the stream (wsk.stream)
+        self.key = f"{cluster}:stream" + (f":{shard_of('/', room)}" if room else "")
         self.start = "0-0"
 
     def __enter__(self) -> StreamTap:

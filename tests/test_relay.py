@@ -188,7 +188,7 @@ def test_a_burst_of_publishes_is_relayed_whole(shared_cluster):
 
     before = took(), dispatched()
 
-    with StreamTap(shared_cluster.redis.url) as tap:
+    with StreamTap(shared_cluster.redis.url, room=room) as tap:
         for seq in range(count):  # no waiting for acks: the node handles them concurrently
             sender.sio.emit("publish", {"room": room, "data": {"burst": burst, "seq": seq}})
 

@@ -141,6 +141,13 @@ class Config:
     stream_max_entries: int = _option(
         1_000_000, options.positive_integer, "entries the cluster's stream keeps at most"
     )
+    stream_shards: bool = _option(
+        True,
+        options.boolean,
+        "append an emit to rooms to its rooms' shards of the stream, which only the nodes with "
+        "members there read (no: to the main stream, which every node reads; every node reads "
+        "both, for a rolling upgrade from a version without shards)",
+    )
     redis_wait_replicas: int = _option(
         0,
         options.non_negative_integer,

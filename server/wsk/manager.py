@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,7 +38,7 @@ from wsk.batches import Batches
 from wsk.metrics import Metrics, event_label
 from wsk.recovery import Record, Sessions, new_pid
 from wsk.redisurl import hide_password
-from wsk.stream import ZERO, Offset, Stream, Unreplicated
+from wsk.stream import ZERO, Offset, Stream, Unreplicated, may_be_sid, shard_of
 
 log = logging.getLogger("wsk.cluster")
 
@@ -94,6 +95,7 @@ class ClusterManager(socketio.Manager):
         hold_limit: int = 10_000,
         wait_replicas: int = 0,
         wait_timeout: float = 0.5,
+        shard_writes: bool = True,
     ) -> None:
         super().__init__()
         self.url_for_logs = hide_password(url)
@@ -111,7 +113,20 @@ class ClusterManager(socketio.Manager):
             trims=not write_only,
             wait_replicas=wait_replicas,
             wait_timeout=wait_timeout,
+            shard_writes=shard_writes,
         )
+        # the shards this node reads: shard -> its rooms that have a member here
+        self.shard_rooms: dict[int, int] = {}
+        self.read_keys: list[str] | None = None  # main stream and shards read, when known
+        # shards begun for a join, read from the log's last id at the join, not from
+        # ``position``: what came before the join is not for its room's new member
+        self.shard_starts: dict[str, Offset] = {}
+        # counts the shards this node began to read: a read that was asked before
+        # one began is not delivered, but made again with it
+        self.shards_added = 0
+        # a stream of this node's own whose entries end the reader's wait
+        self.wake_key = f"{self.stream.key}:wake:{uuid.uuid4().hex}"
+        self.wake_pending = False
         self.sessions = Sessions(self.writer, channel, recovery_window) if recovery_window else None
         self.reader_url = url
         # the offset of the last entry this node delivered; None before Redis answered
@@ -175,6 +190,73 @@ class ClusterManager(socketio.Manager):
         if sid in self.rooms.get(namespace, {}).get(None, {}):
             rooms.append(sid)
         return rooms
+
+    # -- the shards this node reads: those of its rooms
+
+    def basic_enter_room(
+        self, sid: str, namespace: str, room: Any, eio_sid: str | None = None
+    ) -> None:
+        new = room is not None and room not in self.rooms.get(namespace, {})
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if new and not may_be_sid(room):
+            shard = shard_of(namespace, room, self.stream.shards)
+            self.shard_rooms[shard] = self.shard_rooms.get(shard, 0) + 1
+            if self.shard_rooms[shard] == 1:
+                self.read_keys = None
+                self.shards_added += 1
+                self._wake_reader()
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        had = room is not None and room in self.rooms.get(namespace, {})
+        super().basic_leave_room(sid, namespace, room)
+        if had and room not in self.rooms.get(namespace, {}) and not may_be_sid(room):
+            shard = shard_of(namespace, room, self.stream.shards)
+            left = self.shard_rooms.get(shard, 0) - 1
+            if left > 0:
+                self.shard_rooms[shard] = left
+            else:  # read no more from the next read on; nothing to wake for
+                self.shard_rooms.pop(shard, None)
+                self.read_keys = None
+
+    def _shard_start(self, namespace: str, room: Any) -> Offset:
+        """Where a join into ``room`` begins to receive from its shard (ZERO: at ``position``).
+
+        A shard that this node does not read yet is read from the log's last id
+        (one round trip; redis.RedisError when Redis does not answer).
+        """
+        if may_be_sid(room) or room in self.rooms.get(namespace, {}):
+            return ZERO
+        shard = shard_of(namespace, room, self.stream.shards)
+        key = self.stream.shard_key(shard)
+        if shard not in self.shard_rooms:
+            self.shard_starts[key] = max(self.stream.clock(), self.shard_starts.get(key, ZERO))
+        return self.shard_starts.get(key, ZERO)
+
+    def _keys_to_read(self) -> list[str]:
+        if self.read_keys is None:
+            shards = sorted(self.shard_rooms)
+            self.read_keys = [self.stream.key, *map(self.stream.shard_key, shards)]
+            if self.metrics is not None:
+                self.metrics.stream_shards_read.set(len(shards))
+        return self.read_keys
+
+    def _wake_reader(self) -> None:
+        """End the reader's wait, so that its next read has the new shard (in the background:
+        a read that does not end waits READ_BLOCK_MS at most)."""
+        if self.write_only or self.wake_pending or self.server is None:
+            return
+        self.wake_pending = True
+        self.server.start_background_task(self._wake_now)
+
+    def _wake_now(self) -> None:
+        self.wake_pending = False
+        try:
+            pipe = self.writer.pipeline(transaction=False)
+            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1)
+            pipe.pexpire(self.wake_key, int(READ_BLOCK_MS * 10))
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.debug("cannot wake the reader (%s): it reads the new shard within 2 s", exc)
 
     # -- writing
 
@@ -260,7 +342,7 @@ class ClusterManager(socketio.Manager):
             return
         if room == sid:
             return  # a client is in the room of its own sid without one (pre_connect)
-        at = self.position or ZERO
+        at = max(self.position or ZERO, self._shard_start(namespace, room))
         already = room in self.get_rooms(sid, namespace)
         # in the room from this offset on, with nothing in between: then remembered
         super().enter_room(sid, namespace, room, eio_sid=eio_sid)
@@ -305,7 +387,21 @@ class ClusterManager(socketio.Manager):
                     )
                 if self.position is None or failing:
                     self._catch_up(stream)
-                entries = stream.read(self.position, READ_BLOCK_MS, READ_COUNT)
+                added = self.shards_added
+                if self.shard_starts:  # a shard's start that is behind is no longer needed
+                    self.shard_starts = {
+                        k: at for k, at in self.shard_starts.items() if at > self.position
+                    }
+                entries = stream.read(
+                    self.position,
+                    READ_BLOCK_MS,
+                    READ_COUNT,
+                    self._keys_to_read(),
+                    wake=self.wake_key,
+                    starts=self.shard_starts,
+                )
+                if self.metrics is not None and entries:
+                    self.metrics.stream_entries_read.inc(len(entries))
                 if failing:
                     log.warning("Reading the stream at %s again", self.url_for_logs)
                     failing = False
@@ -321,6 +417,10 @@ class ClusterManager(socketio.Manager):
                 wait = min(wait * 2, RETRY_MAX_WAIT)
                 continue
             for count, (offset, message) in enumerate(entries, 1):
+                if self.shards_added != added:
+                    # a join began a shard since this read was asked: what follows is
+                    # read again from here, with that shard
+                    break
                 try:
                     self._deliver(offset, message)
                 except Exception:
@@ -495,8 +595,11 @@ class ClusterManager(socketio.Manager):
         slow client instead of piling up for it.
         """
         sent = 0
+        keys = sorted(
+            {self.stream.key, *(k for r in record.rooms for k in self.stream.room_keys("/", [r]))}
+        )
         while after < upto:
-            entries = self.stream.range(after, upto, REPLAY_BATCH)
+            entries = self.stream.range(after, upto, REPLAY_BATCH, keys)
             if not entries:
                 break
             for offset, message in entries:

@@ -160,6 +160,16 @@ class Metrics:
             "Age of the oldest entry of the cluster's stream: how far back a replay can go.",
             registry=self.registry,
         )
+        self.stream_entries_read = Counter(
+            "wsk_stream_entries_read",
+            "Entries this node read from the cluster's stream: its shards' and the main one's.",
+            registry=self.registry,
+        )
+        self.stream_shards_read = Gauge(
+            "wsk_stream_shards_read",
+            "Shards of the cluster's stream this node reads: those of the rooms it has members in.",
+            registry=self.registry,
+        )
         self.build = Info("wsk_build", "Versions this node runs.", registry=self.registry)
         self.build.info(
             {

@@ -46,6 +46,7 @@ class Node:
             hold_limit=config.client_queue_packets,
             wait_replicas=config.redis_wait_replicas,
             wait_timeout=config.redis_wait_timeout,
+            shard_writes=config.stream_shards,
         )
         self.sio = SocketIOServer(config, self.metrics, client_manager=self.manager)
         keys = load_keys(config.auth_jwt_key_file) if config.auth != "off" else ()

@@ -1,15 +1,32 @@
-"""The cluster's log: one Redis Stream that every node and wsk-emit append to, and read in order.
+"""The cluster's log: Redis Streams that every node and wsk-emit append to, and read in order.
 
 Every message that crosses nodes (an emit to a room or to everyone, a room
-change for a client of another node) is one entry, appended with XADD. Its
-entry id (``<milliseconds>-<sequence>``, assigned by Redis, always increasing)
-is its *offset*: the position of the message in the cluster's one order.
-Every node reads the stream from the offset it reached (XREAD), so a node that
-lost Redis for a moment resumes where it was, and delivers every entry, its own
-included, in that order. A client's offset says exactly what it has seen.
+change for a client of another node) is one entry. Its entry id
+(``<milliseconds>-<sequence>``, always increasing) is its *offset*: the
+position of the message in the cluster's one order. A node reads from the
+offset it reached (XREAD), so a node that lost Redis for a moment resumes where
+it was, and delivers every entry, its own included, in that order. A client's
+offset says exactly what it has seen.
 
-The stream keeps entries for ``retention`` seconds (XADD ... MINID ~), and at
-most ``max_entries`` (XTRIM MAXLEN ~), whichever is less.
+The log is sharded, so that a node reads only what may concern its clients:
+
+- an emit to named rooms is appended to the *shard* of each room
+  (``<key>:<n>``, one of ``SHARDS``, by a hash of its namespace and name), read
+  only by the nodes with a member in one of that shard's rooms;
+- everything else is appended to the *main* stream ``<key>``, which every node
+  reads: emits to everyone, to a client's own sid (a sid's node is not known to
+  the sender), and room changes and disconnects for clients of other nodes.
+
+One Lua script makes every append (``APPEND``): it takes the id from one clock
+(``<key>:clock``, a stream of one entry), so that ids are unique and increase
+across all the streams,
+and an emit to rooms of two shards has the same id in both. A reader merges
+what it reads from its streams by id; a client's offset is one id, whatever
+stream it came from.
+
+The streams keep entries for ``retention`` seconds (MINID ~ on each append),
+and at most ``max_entries`` each (XTRIM MAXLEN ~), whichever is less; a shard
+that nobody appends to expires.
 
 With ``wait_replicas`` set, a batch of appends is followed by WAIT in the same
 round trip: its entries count as appended only once that many replicas have
@@ -20,8 +37,9 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterator
+import string
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
@@ -30,6 +48,75 @@ log = logging.getLogger("wsk.stream")
 
 FIELD = "m"  # the one field of an entry: the message, as JSON
 FIELD_BYTES = FIELD.encode()
+# shards of the log: a node with rooms in k of them reads about k/SHARDS of the
+# rooms' traffic; a read names every stream it reads, up to SHARDS + 1
+SHARDS = 256
+# a sid as wsk's Engine.IO makes them (``[<prefix>~]<22 URL-safe characters>``),
+# or python-engineio's 20; a room that may be one goes to the main stream
+_SID_LENGTHS = (20, 22)
+_SID_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
+
+# Append one message to the streams KEYS[2..], all with one id, from the clock
+# KEYS[1]: a stream of one entry, whose XADD * makes an id after the last one and
+# after Redis's time. ARGV: the message, the retention in ms (0: no trim), the
+# most entries a stream keeps, the ms an idle shard lives (0: for ever), and the
+# main stream's key (it never expires). Returns the id, "<ms>-<seq>".
+APPEND = """
+if redis.replicate_commands then redis.replicate_commands() end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function top(key)
+  local info = redis.pcall('XINFO', 'STREAM', key)
+  if type(info) == 'table' and not info.err then
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then return parse(info[i + 1]) end
+    end
+  end
+  return 0, 0
+end
+local function format(ms, seq) return string.format('%.0f-%.0f', ms, seq) end
+local ms, seq = parse(redis.call('XADD', KEYS[1], 'MAXLEN', '1', '*', 'c', ''))
+local moved = false
+local retention, most, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 2, #KEYS do
+  local args = {'XADD', KEYS[i]}
+  if retention > 0 then
+    table.insert(args, 'MINID')
+    table.insert(args, '~')
+    table.insert(args, string.format('%.0f', ms - retention))
+  end
+  table.insert(args, format(ms, seq))
+  table.insert(args, 'm')
+  table.insert(args, ARGV[1])
+  local added = redis.pcall(unpack(args))
+  if type(added) == 'table' and added.err then
+    -- a stream ahead of the clock (the clock was lost): the id goes after its last
+    local tms, tseq = top(KEYS[i])
+    if tms > ms or (tms == ms and tseq >= seq) then ms, seq, moved = tms, tseq + 1, true end
+    args[#args - 2] = format(ms, seq)
+    redis.call(unpack(args))
+  end
+  if retention > 0 then redis.call('XTRIM', KEYS[i], 'MAXLEN', '~', most) end
+  if idle > 0 and KEYS[i] ~= ARGV[5] then redis.call('PEXPIRE', KEYS[i], idle) end
+end
+if moved then redis.call('XADD', KEYS[1], 'MAXLEN', '1', format(ms, seq), 'c', '') end
+return format(ms, seq)
+"""
+
+
+def may_be_sid(room: Any) -> bool:
+    """Whether a room name may be the sid of a client (of any node): not a shard's room."""
+    if not isinstance(room, str):
+        return True  # python-socketio takes any hashable; only strings are sharded
+    token = room.rpartition("~")[2]
+    return len(token) in _SID_LENGTHS and _SID_CHARS.issuperset(token)
+
+
+def shard_of(namespace: str, room: str, shards: int = SHARDS) -> int:
+    """The shard of a room: a hash of its namespace and name."""
+    return zlib.crc32(f"{namespace}\0{room}".encode()) % shards
 
 
 class Offset(tuple):
@@ -67,7 +154,7 @@ class Unreplicated(redis.RedisError):
 
 
 class Stream:
-    """One Redis Stream, written and read by the nodes of a cluster."""
+    """The log of a cluster: its main stream, its shards and their clock, in one Redis."""
 
     def __init__(
         self,
@@ -78,6 +165,8 @@ class Stream:
         trims: bool = True,
         wait_replicas: int = 0,
         wait_timeout: float = 0.5,
+        shard_writes: bool = True,
+        shards: int = SHARDS,
     ) -> None:
         self.client = client
         # replicas that must have an append before it counts, and how long to wait for them
@@ -87,10 +176,31 @@ class Stream:
         # window (wsk-emit) must not cut what the nodes keep for it
         self.trims = trims
         self.key = key
+        self.clock_key = f"{key}:clock"
         self.retention = retention
         self.max_entries = max_entries
-        # Redis's clock minus ours, in ms, from the ids it gives: entry ids are its time
-        self.skew_ms: int | None = None
+        # emits to rooms go to their shards (off: to the main stream, as before shards)
+        self.shard_writes = shard_writes
+        self.shards = shards
+        self._append = client.register_script(APPEND)
+
+    def shard_key(self, shard: int) -> str:
+        return f"{self.key}:{shard}"
+
+    def room_keys(self, namespace: str, rooms: Sequence[Any]) -> list[str]:
+        """The streams that hold the emits to these rooms: their shards, or the main stream."""
+        if any(may_be_sid(room) for room in rooms) or not rooms:
+            return [self.key]
+        found = {shard_of(namespace, room, self.shards) for room in rooms}
+        return [self.shard_key(shard) for shard in sorted(found)]
+
+    def keys_for(self, message: dict[str, Any]) -> list[str]:
+        """The streams a message is appended to."""
+        room = message.get("room")
+        if not self.shard_writes or message.get("method") != "emit" or room is None:
+            return [self.key]
+        rooms = room if isinstance(room, list) else [room]
+        return self.room_keys(message.get("namespace") or "/", rooms)
 
     def append(self, message: dict[str, Any]) -> Offset:
         """Add a message; its offset. Raises redis.RedisError when Redis does not take it."""
@@ -101,25 +211,23 @@ class Stream:
 
         Raises redis.RedisError when Redis cannot be reached at all.
         """
-        now_ms = int(time.time() * 1000)
-        trim: dict[str, Any] = {}
-        if self.skew_ms is not None and self.trims:
-            oldest = now_ms + self.skew_ms - int(self.retention * 1000)
-            trim = {"minid": oldest, "approximate": True}
+        retention_ms = int(self.retention * 1000) if self.trims else 0
+        idle_ms = retention_ms
         pipe = self.client.pipeline(transaction=False)
         for message in messages:
-            pipe.xadd(self.key, {FIELD: json.dumps(message, separators=(",", ":"))}, **trim)
+            body = json.dumps(message, separators=(",", ":"))
+            self._append(
+                keys=[self.clock_key, *self.keys_for(message)],
+                args=[body, retention_ms, self.max_entries, idle_ms, self.key],
+                client=pipe,
+            )
         if self.wait_replicas:
             pipe.wait(self.wait_replicas, self.wait_timeout_ms)
         answers = pipe.execute(raise_on_error=False)
-        results: list[Offset | Exception] = []
-        for entry in answers[: len(messages)]:
-            if isinstance(entry, Exception):
-                results.append(entry)
-                continue
-            offset = Offset.parse(entry)
-            self.skew_ms = offset[0] - now_ms
-            results.append(offset)
+        results: list[Offset | Exception] = [
+            entry if isinstance(entry, Exception) else Offset.of_entry(entry)
+            for entry in answers[: len(messages)]
+        ]
         if self.wait_replicas:
             results = self._replicated(results, answers[-1])
         return results
@@ -139,36 +247,102 @@ class Stream:
             )
         return [shortfall if isinstance(r, Offset) else r for r in results]
 
-    def read(self, after: Offset, block_ms: int, count: int) -> list[tuple[Offset, dict]]:
-        """The entries after ``after``, waiting up to ``block_ms`` for the first one."""
-        answer = self.client.xread({self.key: str(after)}, count=count, block=block_ms)
+    def read(
+        self,
+        after: Offset,
+        block_ms: int,
+        count: int,
+        keys: Sequence[str] | None = None,
+        wake: str | None = None,
+        starts: dict[str, Offset] | None = None,
+    ) -> list[tuple[Offset, dict]]:
+        """The entries after ``after`` in the streams ``keys`` (the main one by default),
+        in the log's order, waiting up to ``block_ms`` for the first one.
+
+        ``starts`` names streams to read from a later offset than ``after``. A read
+        may also wait on ``wake``, a stream whose new entries end the wait and are
+        not the log's.
+        """
+        streams = {key: str(after) for key in keys or (self.key,)}
+        for key, start in (starts or {}).items():
+            if key in streams and start > after:
+                streams[key] = str(start)
+        if wake is not None:
+            streams[wake] = "$"
+        answer = self.client.xread(streams, count=count, block=block_ms)
         if not answer:
             return []
-        return list(_entries(answer[0][1]))
+        wake_key = wake.encode() if wake is not None else None
+        return _merged([raw for key, raw in answer if key != wake_key], count)
 
-    def range(self, after: Offset, upto: Offset, count: int) -> list[tuple[Offset, dict]]:
-        """The entries in (after, upto], at most ``count`` of them."""
-        entries = self.client.xrange(self.key, min=f"({after}", max=str(upto), count=count)
-        return list(_entries(entries))
+    def range(
+        self, after: Offset, upto: Offset, count: int, keys: Sequence[str] | None = None
+    ) -> list[tuple[Offset, dict]]:
+        """The first entries in (after, upto] of the streams ``keys``, in the log's order."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys or (self.key,):
+            pipe.xrange(key, min=f"({after}", max=str(upto), count=count)
+        return _merged(pipe.execute(), count)
+
+    def clock(self) -> Offset:
+        """The log's last id: whatever is appended from now on comes after it."""
+        try:
+            return Offset.parse(self.client.xinfo_stream(self.clock_key)["last-generated-id"])
+        except redis.ResponseError:  # no such key: nothing was ever appended
+            return ZERO
 
     def info(self) -> dict[str, Any]:
-        """Last id, first entry's id, length and the highest id trimmed; empty if none."""
-        try:
-            raw = self.client.xinfo_stream(self.key)
-        except redis.ResponseError:  # no such key: nothing was ever appended
-            return {"length": 0, "last": ZERO, "first": None, "trimmed": ZERO}
+        """The main stream's length, first entry's id and highest id trimmed, and the last
+        id of the whole log; zeros if none."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xinfo_stream(self.key)
+        pipe.xinfo_stream(self.clock_key)
+        raw, clock = pipe.execute(raise_on_error=False)
+        clock_at = ZERO
+        if not isinstance(clock, Exception):  # none before the first append
+            clock_at = Offset.parse(clock["last-generated-id"])
+        if isinstance(raw, redis.ResponseError):  # no such key: nothing was ever appended
+            return {"length": 0, "last": clock_at, "first": None, "trimmed": ZERO}
+        if isinstance(raw, Exception):
+            raise raw
         first = raw.get("first-entry")
         return {
             "length": raw.get("length", 0),
-            "last": Offset.parse(raw["last-generated-id"]),
+            "last": max(Offset.parse(raw["last-generated-id"]), clock_at),
             "first": Offset.parse(first[0]) if first else None,
             "trimmed": Offset.parse(raw.get("max-deleted-entry-id") or "0-0"),
         }
 
     def trim(self) -> None:
-        """Hold the stream to ``max_entries`` (retention is applied on every append)."""
+        """Hold the main stream to ``max_entries`` (retention is applied on every append)."""
         if self.trims:
             self.client.xtrim(self.key, maxlen=self.max_entries, approximate=True)
+
+
+def _merged(streams: list[list], count: int) -> list[tuple[Offset, dict]]:
+    """Entries read from several streams, as one list in the log's order.
+
+    A stream that gave ``count`` entries may hold more: only what comes before
+    its last one is certainly all there is, so the list ends there. An emit
+    appended to two shards is in it once.
+    """
+    entries: list[tuple[Offset, dict]] = []
+    cut: Offset | None = None
+    for raw in streams:
+        if isinstance(raw, Exception):
+            raise raw
+        if not raw:
+            continue
+        if len(raw) >= count:
+            last = Offset.of_entry(raw[-1][0])
+            cut = last if cut is None else min(cut, last)
+        entries.extend(_entries(raw))
+    if len(streams) > 1:
+        entries.sort(key=lambda entry: entry[0])
+        entries = [e for i, e in enumerate(entries) if i == 0 or e[0] != entries[i - 1][0]]
+    if cut is not None:
+        entries = [entry for entry in entries if entry[0] <= cut]
+    return entries
 
 
 def _entries(raw: list) -> Iterator[tuple[Offset, dict]]:

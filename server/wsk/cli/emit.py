@@ -26,7 +26,11 @@ EMIT_OPTIONS = (
     Option("channel", options.text, "wsk", "name of the cluster in Redis (its --channel)"),
     Option("room", options.text, None, "send to this room only (default: every client)"),
     Option("namespace", options.url_path, "/", "Socket.IO namespace"),
-    *(option for option in SERVER_OPTIONS if option.name.startswith("redis_wait_")),
+    *(
+        option
+        for option in SERVER_OPTIONS
+        if option.name.startswith("redis_wait_") or option.name == "stream_shards"
+    ),
 )
 
 
@@ -59,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_only=True,
         wait_replicas=args["redis_wait_replicas"],
         wait_timeout=args["redis_wait_timeout"],
+        shard_writes=args["stream_shards"],
     )
     try:
         offset = manager.emit(args["event"], data, namespace=args["namespace"], room=args["room"])
