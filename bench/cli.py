@@ -28,6 +28,7 @@ from bench.workloads import (
     w4_connect_rate,
     w5_recovery,
     w6_scale,
+    w6_variants,
 )
 
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
@@ -182,9 +183,11 @@ def run_workloads(run: Run, args: argparse.Namespace, results: Json) -> None:
             results["w5"].append(w5_recovery(run, stack))
         turn += 1
     if "w6" in args.workloads:
+        variants = w6_variants(run.settings)
         for stack in order(stacks, turn):
-            print(f"W6 scale with the cluster, {stack}", flush=True)
-            results["w6"].append(w6_scale(run, stack))
+            for variant in (v for v in variants if v.stack == stack):
+                print(f"W6 scale with the cluster, {variant.name}", flush=True)
+                results["w6"].append(w6_scale(run, variant))
 
 
 def run_profile(run: Run, results: Json, out: Path, label: str) -> None:

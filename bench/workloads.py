@@ -918,7 +918,16 @@ def w5_recovery(run: Run, stack: str) -> Json:
     }
 
 
-def w6_scale(run: Run, stack: str) -> Json:
+def w6_variants(settings: Settings) -> list[Variant]:
+    """Each stack as it is by default, and wsk once more without shard writes: every
+    emit in the main stream, which every node reads (``--stream-shards no``)."""
+    variants = default_variants(settings)
+    if "wsk" in settings.stacks:
+        variants.append(Variant("wsk-unsharded", "wsk", {"stream-shards": "no"}))
+    return variants
+
+
+def w6_scale(run: Run, variant: Variant) -> Json:
     """What a node pays for the rest of the cluster: node1's rooms are quiet, the others publish.
 
     For each cluster size, the CPU of node1 (none of its rooms gets a message: what it
@@ -926,12 +935,15 @@ def w6_scale(run: Run, stack: str) -> Json:
     the same traffic of its own at every size) and of Redis.
     """
     s = run.settings
+    stack = variant.stack
     rooms = [f"w6-{k}" for k in range(s.w6_rooms)]
     steps = []
     for count in s.w6_nodes:
         with (
-            run.cluster(stack, f"w6-{count}", nodes=count) as cluster,
-            run.pool(count, f"w6-{stack}-{count}") as pool,
+            run.cluster(
+                stack, f"w6-{count}", nodes=count, flags=variant.flags, variant=variant.name
+            ) as cluster,
+            run.pool(count, f"w6-{variant.name}-{count}") as pool,
         ):
             mine = [rooms[i::count] for i in range(count)]
             args = [
@@ -982,11 +994,12 @@ def w6_scale(run: Run, stack: str) -> Json:
                 "log_problems": run.check_logs(cluster, f"W6 {count} nodes")["lines"],
             }
             print(
-                f"  {stack:5} {count} nodes: {step['cluster_publishes_per_s']:g} publishes/s, "
+                f"  {variant.name:5} {count} nodes: "
+                f"{step['cluster_publishes_per_s']:g} publishes/s, "
                 f"node1 (quiet) {step['node1_cores']:.3f} cores (idle {node1_idle:.3f}), "
                 f"publishing nodes {step['publishing_node_cores']:.3f} each, "
                 f"Redis {step['redis_cores']:.3f}, received {received} of {expected}",
                 flush=True,
             )
             steps.append(step)
-    return {"stack": stack, "steps": steps}
+    return {"stack": stack, "variant": variant.name, "flags": variant.flags, "steps": steps}

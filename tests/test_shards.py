@@ -176,3 +176,18 @@ def test_appends_take_increasing_ids_from_one_clock_across_shards(tmp_path):
         assert len(stream.room_keys("/", rooms)) == 3 and SHARDS >= 3
     finally:
         server.stop()
+
+
+def test_the_shards_a_node_reads_are_held_to_stream_max_entries(cluster):
+    cluster.start(stream_max_entries=100)
+    room = rooms_in_other_shards(1, "long")[0]
+    member = cluster.node_client(cluster.nodes[0])
+    member.call("join", {"room": room})
+    sender = cluster.node_client(cluster.nodes[1])
+    for seq in range(500):
+        assert "offset" in sender.call("publish", {"room": room, "data": seq})
+    wait_until(lambda: len(member.received("message")) == 500, 10, what="every message")
+    shard = redis.Redis.from_url(cluster.redis.url)
+    key = f"wsk:stream:{shard_of('/', room)}"
+    # approximate trimming (MAXLEN ~) cuts whole radix-tree nodes of 100 entries
+    wait_until(lambda: shard.xlen(key) <= 200, 15, what=f"{key} trimmed from 500")

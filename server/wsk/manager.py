@@ -676,7 +676,7 @@ class ClusterManager(socketio.Manager):
                 if self.sessions is not None and now - renewed >= self.sessions.renew_every:
                     self.sessions.renew(list(self.pids.values()))
                     renewed = now
-                self.stream.trim()
+                self.stream.trim(self._keys_to_read()[1:])
                 info = self.stream.info()
             except redis.RedisError:
                 continue  # the reader says so
