@@ -173,6 +173,9 @@ def test_appends_take_increasing_ids_from_one_clock_across_shards(tmp_path):
         assert later > Offset((offsets[-1][0] + 60_000, 0))
         assert stream.append({"method": "emit", "room": rooms[1], "data": "next"}) > later
         assert stream.info()["last"] > later
+        # a Redis that forgot the script (restarted, failed over) gets it again
+        client.script_flush()
+        assert stream.append({"method": "emit", "room": None, "data": "again"}) > later
         assert len(stream.room_keys("/", rooms)) == 3 and SHARDS >= 3
     finally:
         server.stop()

@@ -36,6 +36,7 @@ them, so that an acknowledged message survives the loss of the primary.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import string
@@ -166,7 +167,9 @@ class Stream:
         # emits to rooms go to their shards (off: to the main stream, as before shards)
         self.shard_writes = shard_writes
         self.shards = shards
-        self._append = client.register_script(APPEND)
+        # the script by its sha (EVALSHA), loaded when Redis says it does not have it:
+        # redis-py's pipelined scripts ask SCRIPT EXISTS first, a round trip per batch
+        self._sha = hashlib.sha1(APPEND.encode(), usedforsecurity=False).hexdigest()
         # Redis's clock minus ours, in ms, from the ids it gives: entry ids are its time
         self.skew_ms: int | None = None
 
@@ -204,17 +207,12 @@ class Stream:
             idle_ms = int(self.retention * 1000)
             if self.skew_ms is not None:
                 oldest = str(int(time.time() * 1000) + self.skew_ms - idle_ms)
-        pipe = self.client.pipeline(transaction=False)
+        calls = []
         for message in messages:
+            keys = [self.clock_key, *self.keys_for(message)]
             body = json.dumps(message, separators=(",", ":"))
-            self._append(
-                keys=[self.clock_key, *self.keys_for(message)],
-                args=[body, oldest, idle_ms, self.key],
-                client=pipe,
-            )
-        if self.wait_replicas:
-            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
-        answers = pipe.execute(raise_on_error=False)
+            calls.append((len(keys), *keys, body, oldest, idle_ms, self.key))
+        answers = self._run(calls)
         now_ms = int(time.time() * 1000)
         results: list[Offset | Exception] = []
         for entry in answers[: len(messages)]:
@@ -227,6 +225,22 @@ class Stream:
         if self.wait_replicas:
             results = self._replicated(results, answers[-1])
         return results
+
+    def _run(self, calls: list[tuple]) -> list[Any]:
+        """The append script for each call, then WAIT if asked, in one round trip; the
+        script is loaded and the batch sent again when Redis had not got it (a new or
+        restarted Redis: NOSCRIPT means nothing of the batch ran)."""
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for call in calls:
+                pipe.evalsha(self._sha, *call)
+            if self.wait_replicas:
+                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            answers = pipe.execute(raise_on_error=False)
+            if attempt or not any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+                return answers
+            self.client.script_load(APPEND)
+        return answers
 
     def _replicated(
         self, results: list[Offset | Exception], replicas: Any
@@ -259,7 +273,8 @@ class Stream:
         may also wait on ``wake``, a stream whose new entries end the wait and are
         not the log's.
         """
-        streams = {key: str(after) for key in keys or (self.key,)}
+        at = str(after)
+        streams = dict.fromkeys(keys or (self.key,), at)
         for key, start in (starts or {}).items():
             if key in streams and start > after:
                 streams[key] = str(start)
