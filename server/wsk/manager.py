@@ -218,6 +218,20 @@ class ClusterManager(socketio.Manager):
                 self.shard_rooms.pop(shard, None)
                 self.read_keys = None
 
+    def enter_restored(self, sid: str, namespace: str, room: Any, since: Offset) -> None:
+        """Put a restored client back into a room; its live events follow ``since``.
+
+        Its replay ends at ``since``: a shard that a join here began to read from a
+        later offset is read from ``since`` instead, so that nothing in between is
+        lost to it (the join's new member may then get a few events from just
+        before its join).
+        """
+        self.basic_enter_room(sid, namespace, room)
+        if not may_be_sid(room):
+            key = self.stream.shard_key(shard_of(namespace, room, self.stream.shards))
+            if self.shard_starts.get(key, ZERO) > since:
+                self.shard_starts[key] = since
+
     def _shard_start(self, namespace: str, room: Any) -> Offset:
         """Where a join into ``room`` begins to receive from its shard (ZERO: at ``position``).
 

@@ -146,7 +146,7 @@ class SocketIOServer(SocketIOHooks):
             pid, record, after = restored
             manager.pids[sid] = pid
             for room in record.current_rooms:
-                manager.basic_enter_room(sid, namespace, room)
+                manager.enter_restored(sid, namespace, room, start)
             super().save_session(sid, record.data, namespace)
             self.recovering.add(sid)
         else:
