@@ -449,10 +449,14 @@ class ClusterManager(socketio.Manager):
         last = info["last"]
         if self.position is None:
             self.position = last  # a node starts with what comes next
-        elif last < self.position and info["first"] is not None and info["first"] <= self.position:
-            # the same stream, ending before what this node read: a failover to a
-            # replica that had not received the last entries. Those are gone; what the
-            # new primary appends comes after its last entry, whatever its clock says
+        elif last < self.position and (
+            info["clock"] > ZERO or (info["first"] is not None and info["first"] <= self.position)
+        ):
+            # the same log, ending before what this node read: a failover to a replica
+            # that had not received the last entries. Those are gone; what the new
+            # primary appends comes after its last entry, whatever its clock says. (A
+            # log that Redis lost has no clock until its first append, whose id is
+            # Redis's time, after what this node read.)
             log.warning(
                 "The stream at %s ends at %s, before %s that this node read (a failover to "
                 "a replica that lagged); reading on from its end",

@@ -303,8 +303,8 @@ class Stream:
             return ZERO
 
     def info(self) -> dict[str, Any]:
-        """The main stream's length, first entry's id and highest id trimmed, and the last
-        id of the whole log; zeros if none."""
+        """The main stream's length, first entry's id and highest id trimmed, the last id of
+        the whole log, and the clock's (ZERO before the first append of this version)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.xinfo_stream(self.key)
         pipe.xinfo_stream(self.clock_key)
@@ -313,7 +313,13 @@ class Stream:
         if not isinstance(clock, Exception):  # none before the first append
             clock_at = Offset.parse(clock["last-generated-id"])
         if isinstance(raw, redis.ResponseError):  # no such key: nothing was ever appended
-            return {"length": 0, "last": clock_at, "first": None, "trimmed": ZERO}
+            return {
+                "length": 0,
+                "last": clock_at,
+                "first": None,
+                "trimmed": ZERO,
+                "clock": clock_at,
+            }
         if isinstance(raw, Exception):
             raise raw
         first = raw.get("first-entry")
@@ -322,6 +328,7 @@ class Stream:
             "last": max(Offset.parse(raw["last-generated-id"]), clock_at),
             "first": Offset.parse(first[0]) if first else None,
             "trimmed": Offset.parse(raw.get("max-deleted-entry-id") or "0-0"),
+            "clock": clock_at,
         }
 
     def trim(self, keys: Sequence[str] = ()) -> None:
