@@ -38,7 +38,7 @@ from wsk.batches import Batches
 from wsk.metrics import Metrics, event_label
 from wsk.recovery import Record, Sessions, new_pid
 from wsk.redisurl import hide_password
-from wsk.stream import ZERO, Offset, Stream, Unreplicated, may_be_sid, shard_of
+from wsk.stream import ZERO, Offset, Stream, Unreplicated
 
 log = logging.getLogger("wsk.cluster")
 
@@ -198,8 +198,8 @@ class ClusterManager(socketio.Manager):
     ) -> None:
         new = room is not None and room not in self.rooms.get(namespace, {})
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if new and not may_be_sid(room):
-            shard = shard_of(namespace, room, self.stream.shards)
+        shard = self.stream.shard(namespace, room) if new else None
+        if shard is not None:
             self.shard_rooms[shard] = self.shard_rooms.get(shard, 0) + 1
             if self.shard_rooms[shard] == 1:
                 self.read_keys = None
@@ -209,8 +209,9 @@ class ClusterManager(socketio.Manager):
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         had = room is not None and room in self.rooms.get(namespace, {})
         super().basic_leave_room(sid, namespace, room)
-        if had and room not in self.rooms.get(namespace, {}) and not may_be_sid(room):
-            shard = shard_of(namespace, room, self.stream.shards)
+        gone = had and room not in self.rooms.get(namespace, {})
+        shard = self.stream.shard(namespace, room) if gone else None
+        if shard is not None:
             left = self.shard_rooms.get(shard, 0) - 1
             if left > 0:
                 self.shard_rooms[shard] = left
@@ -227,8 +228,9 @@ class ClusterManager(socketio.Manager):
         before its join).
         """
         self.basic_enter_room(sid, namespace, room)
-        if not may_be_sid(room):
-            key = self.stream.shard_key(shard_of(namespace, room, self.stream.shards))
+        shard = self.stream.shard(namespace, room)
+        if shard is not None:
+            key = self.stream.shard_key(shard)
             if self.shard_starts.get(key, ZERO) > since:
                 self.shard_starts[key] = since
 
@@ -238,9 +240,9 @@ class ClusterManager(socketio.Manager):
         A shard that this node does not read yet is read from the log's last id
         (one round trip; redis.RedisError when Redis does not answer).
         """
-        if may_be_sid(room) or room in self.rooms.get(namespace, {}):
+        shard = self.stream.shard(namespace, room)
+        if shard is None or room in self.rooms.get(namespace, {}):
             return ZERO
-        shard = shard_of(namespace, room, self.stream.shards)
         key = self.stream.shard_key(shard)
         if shard not in self.shard_rooms:
             self.shard_starts[key] = max(self.stream.clock(), self.shard_starts.get(key, ZERO))

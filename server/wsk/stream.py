@@ -176,11 +176,15 @@ class Stream:
     def shard_key(self, shard: int) -> str:
         return f"{self.key}:{shard}"
 
+    def shard(self, namespace: str, room: Any) -> int | None:
+        """The shard of a room's emits; None for a room whose emits go to the main stream."""
+        return None if may_be_sid(room) else shard_of(namespace, room, self.shards)
+
     def room_keys(self, namespace: str, rooms: Sequence[Any]) -> list[str]:
         """The streams that hold the emits to these rooms: their shards, or the main stream."""
-        if any(may_be_sid(room) for room in rooms) or not rooms:
+        found = {self.shard(namespace, room) for room in rooms}
+        if None in found or not found:
             return [self.key]
-        found = {shard_of(namespace, room, self.shards) for room in rooms}
         return [self.shard_key(shard) for shard in sorted(found)]
 
     def keys_for(self, message: dict[str, Any]) -> list[str]:
@@ -313,19 +317,13 @@ class Stream:
         if not isinstance(clock, Exception):  # none before the first append
             clock_at = Offset.parse(clock["last-generated-id"])
         if isinstance(raw, redis.ResponseError):  # no such key: nothing was ever appended
-            return {
-                "length": 0,
-                "last": clock_at,
-                "first": None,
-                "trimmed": ZERO,
-                "clock": clock_at,
-            }
-        if isinstance(raw, Exception):
+            raw = {}
+        elif isinstance(raw, Exception):
             raise raw
         first = raw.get("first-entry")
         return {
             "length": raw.get("length", 0),
-            "last": max(Offset.parse(raw["last-generated-id"]), clock_at),
+            "last": max(Offset.parse(raw.get("last-generated-id") or "0-0"), clock_at),
             "first": Offset.parse(first[0]) if first else None,
             "trimmed": Offset.parse(raw.get("max-deleted-entry-id") or "0-0"),
             "clock": clock_at,
