@@ -301,7 +301,11 @@ class HAProxy:
     def usage(self) -> Usage:
         """CPU and RSS of every HAProxy process, added up."""
         parts = [process.usage() for process in self.processes]
-        return Usage(cpu=sum(p.cpu for p in parts), rss=sum(p.rss for p in parts))
+        return Usage(
+            cpu=sum(p.cpu for p in parts),
+            rss=sum(p.rss for p in parts),
+            system=sum(p.system for p in parts),
+        )
 
     def stop(self) -> None:
         for process in self.processes:

@@ -44,6 +44,14 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     # W1 ran wsk once per recovery window, each beside Node's
     windows = {run["recovery_window"] for run in results["w1"] if run["stack"] == "wsk"}
     assert windows == set(SMOKE.w1_recovery_windows)
+    # every W1 step says what the nodes spent in the kernel, a part of their CPU
+    for run in results["w1"]:
+        for step in run["steps"]:
+            for name, kernel in step["cpu_kernel_cores"].items():
+                assert 0 <= kernel <= step["cpu_cores"][name] + 0.01, (name, step)
+            assert {n for n in step["cpu_kernel_cores"] if n.startswith("node")} == {
+                n for n in step["cpu_cores"] if n.startswith("node")
+            }, step
     on_off = {row["id"]: row for row in results["recovery_cost"]}
     assert "w1_100_recovery_max_delivered" in on_off
     for row in on_off.values():

@@ -129,18 +129,26 @@ def split(total: int, parts: int) -> list[int]:
 
 
 class Sampler:
-    """CPU used by groups of processes between two moments, as shares of one core."""
+    """CPU used by groups of processes between two moments, as shares of one core.
+
+    ``kernel`` (after ``stop``) is the part of each group's CPU spent in the kernel.
+    """
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
-        self.start = self._read()
+        self.start, self.start_kernel = self._read()
         self.started = time.monotonic()
         self.wall = 0.0
+        self.kernel: dict[str, float] = {}
 
-    def _read(self) -> dict[str, float]:
-        used = {name: sum(usage(pid).cpu for pid in pids) for name, pids in self.groups.items()}
+    def _read(self) -> tuple[dict[str, float], dict[str, float]]:
+        used, kernel = {}, {}
+        for name, pids in self.groups.items():
+            parts = [usage(pid) for pid in pids]
+            used[name] = sum(p.cpu for p in parts)
+            kernel[name] = sum(p.system for p in parts)
         used["machine"] = machine_busy()
-        return used
+        return used, kernel
 
     def stop(self) -> dict[str, float]:
         """Each group's CPU since the start, in cores (1.0 is one core busy all along).
@@ -148,11 +156,15 @@ class Sampler:
         ``machine`` is every process of the machine, this run's and any other's;
         ``others`` is what is left of it once the groups are taken away.
         """
-        end = self._read()
+        end, end_kernel = self._read()
         wall = self.wall = time.monotonic() - self.started
         cores = {name: round((end[name] - self.start[name]) / wall, 3) for name in end}
         ours = sum(value for name, value in cores.items() if name != "machine")
         cores["others"] = round(max(0.0, cores["machine"] - ours), 3)
+        self.kernel = {
+            name: round((end_kernel[name] - self.start_kernel[name]) / wall, 3)
+            for name in end_kernel
+        }
         return cores
 
 

@@ -205,6 +205,7 @@ def publish_step(
         "latency": latency,
         "tail_latency": tail_latency,
         "cpu_cores": cpu,
+        "cpu_kernel_cores": sampler.kernel,
         "cpu_seconds_wall": round(sampler.wall, 3),
         "disconnects": sum(r["disconnects"] for r in replies),
         "passed": passed,
@@ -840,6 +841,7 @@ def recovery_fault(
         "out_of_order": status["out_of_order"],
         "server_counters": server,
         "cpu_cores": cpu,
+        "cpu_kernel_cores": sampler.kernel,
         "cpu_seconds_wall": round(sampler.wall, 3),
         # the nodes' CPU from the fault until every client was back, per client recovered
         # (it includes serving the room's live traffic meanwhile)

@@ -66,10 +66,15 @@ def require(program: str) -> str:
 
 @dataclass
 class Usage:
-    """CPU seconds and resident memory of one process at one moment."""
+    """CPU seconds and resident memory of one process at one moment.
+
+    ``cpu`` is user and system time together; ``system`` is the part spent in the
+    kernel on the process' behalf (its system calls: a socket write, most of all).
+    """
 
     cpu: float
     rss: int
+    system: float = 0.0
 
 
 def usage(pid: int) -> Usage:
@@ -78,7 +83,10 @@ def usage(pid: int) -> Usage:
         fields = stat.read().rsplit(")", 1)[1].split()
     with open(f"/proc/{pid}/statm") as statm:
         rss_pages = int(statm.read().split()[1])
-    return Usage(cpu=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS, rss=rss_pages * PAGE_SIZE)
+    user, system = int(fields[11]), int(fields[12])
+    return Usage(
+        cpu=(user + system) / CLOCK_TICKS, rss=rss_pages * PAGE_SIZE, system=system / CLOCK_TICKS
+    )
 
 
 class Process:
