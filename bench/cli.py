@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine, report
+from bench.outside import w7_outside
 from bench.procs import FAILURES, NODE_DIR, ROOT, BenchError, RedisServer, require
 from bench.profile import summarize
 from bench.settings import MODES, Settings, override
@@ -31,7 +32,7 @@ from bench.workloads import (
     w6_variants,
 )
 
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6", "w7")
 QUIET_CORES = 0.25
 QUIET_SAMPLE_SECONDS = 3.0
 SCHEMA = 1
@@ -62,7 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),
-        help="comma-separated subset of w1,w2,w3,w4,w5,w6 (default: all)",
+        help="comma-separated subset of w1,w2,w3,w4,w5,w6,w7 (default: all)",
     )
     parser.add_argument(
         "--set",
@@ -188,11 +189,14 @@ def run_workloads(run: Run, args: argparse.Namespace, results: Json) -> None:
             for variant in (v for v in variants if v.stack == stack):
                 print(f"W6 scale with the cluster, {variant.name}", flush=True)
                 results["w6"].append(w6_scale(run, variant))
+    if "w7" in args.workloads:
+        print("W7 fan-out with socket.io-client as the generator", flush=True)
+        results["w7"] = w7_outside(run)
 
 
 def run_profile(run: Run, results: Json, out: Path, label: str) -> None:
     payload = run.settings.w1_payloads[0]
-    rate = highest_rate(results["w1"], "wsk", payload)
+    rate = run.settings.profile_rate or highest_rate(results["w1"], "wsk", payload)
     if rate is None:
         run.note("profile skipped: W1 found no passing rate for wsk")
         return
@@ -255,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "w4": [],
         "w5": [],
         "w6": [],
+        "w7": [],
         "overrides": args.overrides,
         "profile": None,
     }

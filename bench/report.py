@@ -57,29 +57,42 @@ def figure(
     }
 
 
-def server_cores(step: Json) -> float:
-    """The CPU of a step's server processes (the nodes), in cores."""
-    return sum(v for k, v in step["cpu_cores"].items() if k.startswith("node"))
+def server_cores(step: Json, field: str = "cpu_cores") -> float:
+    """The CPU of a step's server processes (the nodes), in cores.
+
+    ``field="cpu_kernel_cores"``: the part of it spent in the kernel.
+    """
+    return sum(v for k, v in step[field].items() if k.startswith("node"))
 
 
-def cost_per_delivery(step: Json) -> float:
+def cost_per_delivery(step: Json, field: str = "cpu_cores") -> float:
     """Microseconds of server CPU per message a step delivered.
 
     The CPU is sampled over the whole step (sending and the wait for late
     messages), so it is divided by every message received in that time.
     """
     wall = step.get("cpu_seconds_wall") or step["send_seconds"]
-    return server_cores(step) * wall * 1e6 / step["received"] if step["received"] else math.nan
+    cores = server_cores(step, field)
+    return cores * wall * 1e6 / step["received"] if step["received"] else math.nan
 
 
-def delivery_cost(run: Json | None, low: float, high: float) -> float | None:
-    """Median server CPU microseconds per delivered message over the passing steps of a range."""
+def delivery_cost(
+    run: Json | None, low: float, high: float, field: str = "cpu_cores"
+) -> float | None:
+    """Median server CPU microseconds per delivered message over the passing steps of a range.
+
+    ``field="cpu_kernel_cores"``: the kernel's part of it (None for a run that did
+    not record it).
+    """
     if run is None:
         return None
     costs = sorted(
-        cost_per_delivery(step)
+        cost_per_delivery(step, field)
         for step in run["steps"]
-        if step["passed"] and low <= step["offered_per_s"] <= high and step["received"]
+        if step["passed"]
+        and low <= step["offered_per_s"] <= high
+        and step["received"]
+        and field in step
     )
     if not costs:
         return None
@@ -200,6 +213,19 @@ def figures(results: Json) -> list[Json]:
                 "µs",
                 "lower",
                 *(delivery_cost(runs.get(s), low, high) for s in ("wsk", "node")),
+            )
+        )
+        table.append(
+            figure(
+                f"w1_{payload}_server_kernel_per_delivery",
+                "W1",
+                f"fan-out: of that, in the kernel (the nodes' system calls), {payload} B",
+                "µs",
+                "lower",
+                *(
+                    delivery_cost(runs.get(s), low, high, "cpu_kernel_cores")
+                    for s in ("wsk", "node")
+                ),
             )
         )
     w2 = _by_stack(results["w2"]["runs"])
@@ -364,7 +390,64 @@ def figures(results: Json) -> list[Json]:
                 *(_get(at[s], "redis_cores") for s in ("wsk", "node")),
             )
         )
+    table += _w7_figures(results)
     return table
+
+
+def _w7_figures(results: Json) -> list[Json]:
+    """W7's latencies at each rate, and the servers' CPU per delivery over the rates."""
+    w7 = _by_stack(results.get("w7") or [])
+    if not w7:
+        return []
+    table = []
+    for rate in results["settings"]["w7_rates"]:
+        at = {
+            s: next((st for st in w7[s]["steps"] if st["publish_rate"] == rate), None)
+            if s in w7
+            else None
+            for s in ("wsk", "node")
+        }
+        for pct in ("p50", "p99"):
+            table.append(
+                figure(
+                    f"w7_{rate:g}_{pct}",
+                    "W7",
+                    f"socket.io-client receivers: {pct} latency at {rate:g} publishes/s",
+                    "ms",
+                    "lower",
+                    *(_get(at[s], f"{pct}_ms") for s in ("wsk", "node")),
+                )
+            )
+    for fid, key, label in (
+        ("w7_server_cpu_per_delivery", "server_us_per_delivery", "server CPU per delivery"),
+        (
+            "w7_server_kernel_per_delivery",
+            "server_kernel_us_per_delivery",
+            "of that, in the kernel",
+        ),
+    ):
+        table.append(
+            figure(
+                fid,
+                "W7",
+                f"socket.io-client receivers: {label}, median over the rates",
+                "µs",
+                "lower",
+                *(
+                    _median([st[key] for st in w7[s]["steps"]]) if s in w7 else None
+                    for s in ("wsk", "node")
+                ),
+            )
+        )
+    return table
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return None
+    middle = len(known) // 2
+    return round(known[middle] if len(known) % 2 else (known[middle - 1] + known[middle]) / 2, 2)
 
 
 def _w6_step(run: Json | None, count: int) -> Json | None:
@@ -477,6 +560,7 @@ def markdown(results: Json, chart_name: str) -> str:
     lines += _w4_details(results) if results["w4"] else []
     lines += _w5_details(results)
     lines += _w6_details(results)
+    lines += _w7_details(results)
     if results.get("notes"):
         lines += ["#### Notes and limits hit", ""]
         lines += [f"- {note}" for note in results["notes"]]
@@ -849,6 +933,37 @@ def _w6_details(results: Json) -> list[str]:
                 f"{st['node1_cores']:.3f} | {st['node1_idle_cores']:.3f} | "
                 f"{st['publishing_node_cores']:.3f} | {st['redis_cores']:.3f} | "
                 f"{st['received']:,} of {st['sent']:,} |"
+            )
+    lines.append("")
+    return lines
+
+
+def _w7_details(results: Json) -> list[str]:
+    runs = results.get("w7") or []
+    if not runs:
+        return []
+    s = results["settings"]
+    lines = [
+        f"#### W7 fan-out with socket.io-client: {s['w7_receivers']} receivers in one room "
+        f"through HAProxy, one publisher, {s['w7_payload']} B",
+        "",
+        "The generator is `bench/node/generator.js`, one Node process of socket.io-client "
+        "websocket clients (not the benchmark's own lean clients); each receiver times every "
+        f"message from its send. One step of {s['w7_seconds']:g} s per rate, the stacks in "
+        "turns. Server CPU is both nodes' (of which the kernel's), per delivered message.",
+        "",
+        "| stack | publishes/s | offered msgs/s | arrived | p50 ms | p95 ms | p99 ms | "
+        "server µs per delivery | of it in the kernel | CPU (cores) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for run in runs:
+        for st in run["steps"]:
+            lines.append(
+                f"| {STACK_NAMES[run['stack']]} | {st['publish_rate']:g} | "
+                f"{st['offered_per_s']:,.0f} | {st['delivery']:.2%} | "
+                f"{_num(st['p50_ms'])} | {_num(st['p95_ms'])} | {_num(st['p99_ms'])} | "
+                f"{_num(st['server_us_per_delivery'])} | "
+                f"{_num(st['server_kernel_us_per_delivery'])} | {_cores(st['cpu_cores'])} |"
             )
     lines.append("")
     return lines

@@ -77,8 +77,17 @@ class Settings:
     w6_rate_per_node: float = 200.0
     w6_payload: int = 100
     w6_seconds: float = 10.0
-    # py-spy on a wsk node during W1
+    # W7: W1's fan-out with socket.io-client as the generator (bench/node/generator.js):
+    # w7_receivers websocket clients in one room through HAProxy, one publisher, one step
+    # of w7_seconds per rate, the stacks in turns
+    w7_receivers: int = 200
+    w7_payload: int = 100
+    w7_rates: tuple[float, ...] = (10.0, 30.0, 100.0, 200.0)
+    w7_seconds: float = 8.0
+    # py-spy on a wsk node during W1, at profile_rate publishes a second (0: at W1's
+    # highest passing rate for wsk)
     profile_seconds: float = 15.0
+    profile_rate: float = 0.0
     connect_concurrency: int = 100
     stacks: tuple[str, ...] = field(default=("wsk", "node"))
 
@@ -119,6 +128,9 @@ SMOKE = Settings(
     w6_rooms=4,
     w6_rate_per_node=10.0,
     w6_seconds=1.0,
+    w7_receivers=10,
+    w7_rates=(10.0,),
+    w7_seconds=1.0,
     profile_seconds=0.0,
 )
 

@@ -40,6 +40,7 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert {run["stack"] for run in results["w4"]} == stacks
     assert {run["stack"] for run in results["w5"]} == stacks
     assert {run["stack"] for run in results["w6"]} == stacks
+    assert {run["stack"] for run in results["w7"]} == stacks
 
     # W1 ran wsk once per recovery window, each beside Node's
     windows = {run["recovery_window"] for run in results["w1"] if run["stack"] == "wsk"}
@@ -87,8 +88,18 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
             assert step["sent"] > 0 and step["received"] == step["sent"], step
             assert step["node1_received"] == 0, step
 
+    # W7: socket.io-client's receivers got every publish, with its latency and the cost
+    for run in results["w7"]:
+        assert [step["publish_rate"] for step in run["steps"]] == list(SMOKE.w7_rates)
+        for step in run["steps"]:
+            assert step["sent"] > 0 and step["acked"] == step["sent"], step
+            assert step["received"] == step["expected"] == step["sent"] * SMOKE.w7_receivers
+            assert 0 < step["p50_ms"] <= step["p99_ms"], step
+            # clock ticks of 10 ms: a smoke step is too short for the kernel part to show
+            assert 0 <= step["server_kernel_us_per_delivery"] <= step["server_us_per_delivery"]
+
     figures = results["figures"]
-    assert {row["workload"] for row in figures} == {"W1", "W2", "W3", "W4", "W5", "W6"}
+    assert {row["workload"] for row in figures} == {"W1", "W2", "W3", "W4", "W5", "W6", "W7"}
     for row in figures:
         assert row["better"] in ("higher", "lower"), row
         for stack in ("wsk", "node"):
@@ -106,3 +117,4 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert "#### W1: wsk with recovery on" in document
     assert "#### W5 recovery:" in document
     assert "#### W6 scale with the cluster:" in document
+    assert "#### W7 fan-out with socket.io-client" in document
