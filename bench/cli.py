@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import machine, report
 from bench.outside import w7_outside
+from bench.parsecost import parse_costs
 from bench.procs import FAILURES, NODE_DIR, ROOT, BenchError, RedisServer, require
 from bench.profile import summarize
 from bench.settings import MODES, Settings, override
@@ -177,6 +178,7 @@ def run_workloads(run: Run, args: argparse.Namespace, results: Json) -> None:
     if "w4" in args.workloads:
         print("W4 connect rate", flush=True)
         results["w4"] = w4_connect_rate(run)
+        results["w4_parser"] = parse_costs()
         turn += 1
     if "w5" in args.workloads:
         for stack in order(stacks, turn):
@@ -260,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "w5": [],
         "w6": [],
         "w7": [],
+        "w4_parser": None,
         "overrides": args.overrides,
         "profile": None,
     }

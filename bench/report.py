@@ -321,6 +321,16 @@ def figures(results: Json) -> list[Json]:
         )
         table.append(
             figure(
+                f"w4_{mode}_server_cpu_per_connect",
+                "W4",
+                f"server CPU per connect, {name}",
+                "ms",
+                "lower",
+                *(_get(w4.get(s), "modes", mode, "server_ms_per_connect") for s in ("wsk", "node")),
+            )
+        )
+        table.append(
+            figure(
                 f"w4_{mode}_failures",
                 "W4",
                 f"failed connects, {name}",
@@ -675,8 +685,9 @@ def _w4_details(results: Json) -> list[str]:
         f"#### W4 connect rate: {s['w4_concurrency']} connects at a time for {s['w4_seconds']:g} s "
         "per mode, through HAProxy",
         "",
-        "| stack | mode | connects/s | completed | failed | p50 ms | p99 ms | CPU (cores) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| stack | mode | connects/s | completed | failed | p50 ms | p99 ms | server ms per "
+        "connect | CPU (cores) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for run in results["w4"]:
         for mode, res in run["modes"].items():
@@ -684,8 +695,37 @@ def _w4_details(results: Json) -> list[str]:
             lines.append(
                 f"| {STACK_NAMES[run['stack']]} | {mode} | {_num(res['per_s'])} | "
                 f"{_num(res['completed'])} | {_num(res['failed'])} | {_num(lat['p50_ms'], 'ms')} | "
-                f"{_num(lat['p99_ms'], 'ms')} | {_cores(res['cpu_cores'])} |"
+                f"{_num(lat['p99_ms'], 'ms')} | {_num(res.get('server_ms_per_connect'))} | "
+                f"{_cores(res['cpu_cores'])} |"
             )
+    lines.append("")
+    return lines + _parser_lines(results)
+
+
+def _parser_lines(results: Json) -> list[str]:
+    """What parsing the upgrade request costs, against wsk's server CPU per websocket connect."""
+    costs = results.get("w4_parser")
+    if not costs:
+        return []
+    per_connect = _get(_by_stack(results["w4"]).get("wsk"), "modes", "websocket")
+    connect_us = (per_connect or {}).get("server_ms_per_connect")
+    lines = [
+        "HTTP parsing of a websocket connect's request, measured in the benchmark's process "
+        "(`bench/parsecost.py`; CPU µs per request, the best of 5 rounds): Python's "
+        "`http.server` and `email`, as a wsk node parses with eventlet, against httptools, the "
+        "C parser uvicorn uses.",
+        "",
+        "| request | http.server µs | httptools µs | share of a wsk websocket connect, "
+        "http.server | httptools would save |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, cost in costs.items():
+        stdlib, fast = cost["stdlib_us"], cost["httptools_us"]
+        share = save = "n/a"
+        if connect_us:
+            share = f"{stdlib / (connect_us * 1000):.1%}"
+            save = f"{(stdlib - fast) / (connect_us * 1000):.1%}"
+        lines.append(f"| {name} | {stdlib:g} | {fast:g} | {share} | {save} |")
     lines.append("")
     return lines
 

@@ -88,6 +88,13 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
             assert step["sent"] > 0 and step["received"] == step["sent"], step
             assert step["node1_received"] == 0, step
 
+    # W4: the nodes' CPU per connect, and the HTTP parsers measured beside it
+    for run in results["w4"]:
+        for mode in ("polling", "websocket"):
+            assert run["modes"][mode]["server_ms_per_connect"] > 0, run
+    for request, cost in results["w4_parser"].items():
+        assert cost["stdlib_us"] > 0 and cost["httptools_us"] > 0, (request, cost)
+
     # W7: socket.io-client's receivers got every publish, with its latency and the cost
     for run in results["w7"]:
         assert [step["publish_rate"] for step in run["steps"]] == list(SMOKE.w7_rates)
@@ -118,3 +125,4 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert "#### W5 recovery:" in document
     assert "#### W6 scale with the cluster:" in document
     assert "#### W7 fan-out with socket.io-client" in document
+    assert "| socket.io-client | " in document  # W4's parser costs

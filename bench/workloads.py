@@ -600,8 +600,13 @@ def handshakes(run: Run, cluster: Cluster, pool: Pool, mode: str) -> Json:
         failures.update(reply["failures"])
     completed = sum(r["completed"] for r in replies)
     seconds = max(r["seconds"] for r in replies)
+    nodes = sum(v for k, v in cpu.items() if k.startswith("node"))
     return {
         "completed": completed,
+        # the nodes' CPU per completed connect, over the sampler's wall time
+        "server_ms_per_connect": (
+            round(nodes * sampler.wall * 1000 / completed, 3) if completed else None
+        ),
         "failed": sum(failures.values()),
         "failures": dict(failures),
         "seconds": round(seconds, 3),
