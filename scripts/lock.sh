@@ -7,7 +7,7 @@
 #
 # make installs .venv with `pip install -c constraints.txt`, and the socketio
 # role's wheelhouse downloads with the same constraints, so that a deploy next
-# month installs what CI tested. tests/test_lock.py fails when .venv holds a
+# month installs what CI tested. tests/test_config.py fails when .venv holds a
 # package the file does not pin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
