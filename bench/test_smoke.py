@@ -91,7 +91,9 @@ def test_a_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     # W4: the nodes' CPU per connect, and the HTTP parsers measured beside it
     for run in results["w4"]:
         for mode in ("polling", "websocket"):
-            assert run["modes"][mode]["server_ms_per_connect"] > 0, run
+            res = run["modes"][mode]
+            assert 0 <= res["server_kernel_ms_per_connect"] <= res["server_ms_per_connect"], run
+            assert res["server_ms_per_connect"] > 0, run
     for request, cost in results["w4_parser"].items():
         assert cost["stdlib_us"] > 0 and cost["httptools_us"] > 0, (request, cost)
 
