@@ -5,6 +5,11 @@ stream, every connect keeps a session, every disconnect releases one. One round
 trip each costs a pool checkout, two syscalls and a hub switch per caller, which
 was a quarter of a connect's CPU. A ``Batches`` lets one greenlet at a time write
 what has gathered meanwhile, in one pipeline, in the callers' order.
+
+A caller that finds nobody writing writes its own item at once, in its own greenlet:
+a writer greenlet and an event to wake the caller cost more than the write itself
+when the node is quiet (14.5 µs a submit, against 0.14 µs for the call alone). What
+gathers during that write goes to a writer greenlet, as under load.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class Batches(Generic[Item]):
 
     def submit(self, item: Item) -> object:
         """Write ``item`` with the next batch; its result, or the exception that failed it."""
+        if not self.writing:
+            return self._write_one(item)
         done = eventlet.event.Event()
         self._add(item, done)
         return done.wait()
@@ -51,6 +58,22 @@ class Batches(Generic[Item]):
         if not self.writing:
             self.writing = True
             eventlet.spawn_n(self._write_all)
+
+    def _write_one(self, item: Item) -> object:
+        # nothing waits while nobody writes: this item is first, and written alone
+        self.writing = True
+        try:
+            try:
+                (result,) = self.write([item])
+                return result
+            except Exception as exc:
+                return exc
+        finally:
+            if self.waiting:
+                # they came during the write, so after this item: a writer takes them
+                eventlet.spawn_n(self._write_all)
+            else:
+                self.writing = False
 
     def _write_all(self) -> None:
         try:
