@@ -24,14 +24,19 @@ class Cluster:
         self.clients: list[RecordingClient] = []
 
     def start(
-        self, nodes: int = 2, sticky: bool = True, redis_aof: bool = False, **node_options
+        self,
+        nodes: int = 2,
+        sticky: bool = True,
+        redis_aof: bool = False,
+        tls: bool = False,
+        **node_options,
     ) -> Cluster:
         self.redis = RedisServer(self.workdir, aof=redis_aof).start()
         self.nodes = [
             WskNode(self.workdir, f"node{i}", self.redis.url, **node_options).start()
             for i in range(1, nodes + 1)
         ]
-        self.haproxy = HAProxy(self.workdir, self.nodes, sticky=sticky).start()
+        self.haproxy = HAProxy(self.workdir, self.nodes, sticky=sticky, tls=tls).start()
         return self
 
     def client(

@@ -134,16 +134,30 @@ class HAProxy(Process):
 
     COOKIE = "WSKID"
 
-    def __init__(self, workdir: Path, nodes: list[WskNode], sticky: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, nodes: list[WskNode], sticky: bool = True, tls: bool = False
+    ) -> None:
         super().__init__("haproxy", workdir)
         self.port = free_port()
         self.config_path = workdir / "haproxy.cfg"
         # a unix socket's path must be short: not below pytest's long tmp_path
         self.socket_path = f"/tmp/wsk-haproxy-{os.getpid()}-{self.port}.sock"
         servers = [haproxy.Server(node.name, LOOPBACK, node.port) for node in nodes]
+        bind = f"{LOOPBACK}:{self.port}"
+        # with tls, the frontend terminates TLS as the role's does, with a throwaway CA's
+        # certificate for 127.0.0.1 (``ca_file`` is the CA)
+        self.ca_file: Path | None = None
+        if tls:
+            certificates = workdir / "haproxy-tls"
+            make_certificates(certificates)
+            pem = certificates / "server.pem"
+            parts = [certificates / "server.crt", certificates / "server.key"]
+            pem.write_text("".join(part.read_text() for part in parts))
+            bind += f" ssl crt {pem}"
+            self.ca_file = certificates / "ca.crt"
         self.config_path.write_text(
             haproxy.config(
-                f"{LOOPBACK}:{self.port}",
+                bind,
                 servers,
                 sticky=sticky,
                 cookie=self.COOKIE,
@@ -154,7 +168,8 @@ class HAProxy(Process):
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        scheme = "https" if self.ca_file else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
 
     def start(self) -> HAProxy:
         binary = require("haproxy")

@@ -64,6 +64,11 @@ python-socketio's and python-engineio's clients (``wsk.client``)
         python-engineio's client starts a thread for every message it receives:
         events then reach the application in any order, and a burst costs a
         thread each. wsk's client handles each message on its read loop.
+    ``engineio.Client.ws``, set once a websocket is open, before its threads start
+        its websocket-client ``WebSocket``, whose TLS socket (``WebSocket.sock``)
+        wsk's client replaces with one that its read and write threads may share
+        (``wsk.clienttls``: python-engineio's two threads otherwise call OpenSSL
+        at once, and healthy ``wss://`` connections drop).
     ``socketio.Client._engineio_client_class``
         to run on that Engine.IO client.
     ``socketio.Client._handle_connect``, ``socketio.Client._handle_event``
@@ -97,6 +102,7 @@ import socketio
 from engineio.socket import Socket
 from eventlet.hubs import get_hub
 
+from wsk import clienttls
 from wsk.transport.versions import UnsupportedVersion, check_versions
 
 __all__ = ["UnsupportedVersion"]
@@ -233,7 +239,16 @@ MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, Recurs
 
 
 class EngineIOClientHooks(engineio.Client):
-    """python-engineio's client, handling each message on the loop that read it, in order."""
+    """python-engineio's client, handling each message on the loop that read it, in order,
+    over a TLS websocket that its two threads may share."""
+
+    @property
+    def ws(self) -> Any:
+        return self.__dict__.get("_websocket")
+
+    @ws.setter
+    def ws(self, ws: Any) -> None:
+        self.__dict__["_websocket"] = clienttls.serialize(ws) if ws is not None else None
 
     def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "message":
