@@ -142,17 +142,23 @@ def tls_client(cluster) -> Client:
     return Client(reconnection=False, http_session=CaSession(str(cluster.haproxy.ca_file)))
 
 
-def test_a_client_over_a_tls_frontend_publishes_and_receives(tls_cluster):
+@pytest.mark.parametrize(
+    "transports", [["websocket"], ["polling", "websocket"]], ids=["websocket", "upgrade"]
+)
+def test_a_client_over_a_tls_frontend_publishes_and_receives(tls_cluster, transports):
     client = tls_client(tls_cluster)
     got = []
     client.on("message", got.append)
     client.connect(
         tls_cluster.haproxy.url,
         socketio_path="/wsk/socket.io",
-        transports=["websocket"],
+        transports=transports,
         wait_timeout=10,
     )
     try:
+        deadline = time.monotonic() + 10
+        while client.transport() != "websocket" and time.monotonic() < deadline:
+            time.sleep(0.05)  # an upgrade from long-polling opens its websocket the same way
         assert isinstance(client.eio.ws.sock, SerialTLS)
         assert client.call("join", {"room": "r"}, timeout=10)["room"] == "r"
         for i in range(50):
