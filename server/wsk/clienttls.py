@@ -86,14 +86,11 @@ class SerialTLS:
                     raise OSError(errno.EBADF, "the socket is closed")
                 try:
                     return operation()
-                except ssl.SSLWantReadError:
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
                     if self._timeout == 0:
                         raise
-                    event = selectors.EVENT_READ
-                except ssl.SSLWantWriteError:
-                    if self._timeout == 0:
-                        raise
-                    event = selectors.EVENT_WRITE
+                    reading = isinstance(want, ssl.SSLWantReadError)
+                    event = selectors.EVENT_READ if reading else selectors.EVENT_WRITE
                 # still open, so still this connection's descriptor
                 fd = self._sock.fileno()
             self._wait(fd, event, deadline)

@@ -64,8 +64,8 @@ python-socketio's and python-engineio's clients (``wsk.client``)
         python-engineio's client starts a thread for every message it receives:
         events then reach the application in any order, and a burst costs a
         thread each. wsk's client handles each message on its read loop.
-    ``engineio.Client.ws``, set once a websocket is open, before its threads start
-        its websocket-client ``WebSocket``, whose TLS socket (``WebSocket.sock``)
+    ``engineio.Client.ws``, set when a websocket opens, before its threads start
+        the websocket-client ``WebSocket``, whose TLS socket (``WebSocket.sock``)
         wsk's client replaces with one that its read and write threads may share
         (``wsk.clienttls``: python-engineio's two threads otherwise call OpenSSL
         at once, and healthy ``wss://`` connections drop).
